@@ -1,0 +1,163 @@
+"""The batch of systems that every energy model receives.
+
+A batch concatenates the atoms of B systems (which may differ in size) and carries the full
+neighbor list at the model's cutoff. Conventions follow ASE: positions in Å, cells with lattice
+vectors as rows, ``r_ij = x_j - x_i + cell_shifts_ij @ cell``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from ase_mlmd.errors import InvalidStructureError
+from ase_mlmd.neighbors import batch_neighbors
+from ase_mlmd.structures import to_atoms
+
+
+@dataclasses.dataclass
+class AtomsBatch:
+    """B systems with N atoms in total and E directed edges.
+
+    Attributes:
+        positions: (N, 3) Å.
+        numbers: (N,) int64 atomic numbers.
+        cell: (B, 3, 3) Å, rows are lattice vectors.
+        pbc: (B, 3) bool.
+        system_idx: (N,) int64, system of each atom; atoms of a system are contiguous.
+        edge_index: (2, E) int64, rows (centre i, neighbor j); every pair appears both ways.
+        cell_shifts: (E, 3) int64 image shifts.
+    """
+
+    positions: torch.Tensor
+    numbers: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    system_idx: torch.Tensor
+    edge_index: torch.Tensor
+    cell_shifts: torch.Tensor
+
+    @property
+    def n_systems(self) -> int:
+        return int(self.cell.shape[0])
+
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        """(B,) number of atoms per system."""
+        return torch.bincount(self.system_idx, minlength=self.n_systems)
+
+    @property
+    def device(self) -> torch.device:
+        return self.positions.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.positions.dtype
+
+    def edge_vectors(self) -> torch.Tensor:
+        """(E, 3) vectors r_ij = x_j - x_i + shift @ cell, differentiable in positions and cell."""
+        i, j = self.edge_index
+        shift_vectors = torch.einsum(
+            "ek,ekl->el", self.cell_shifts.to(self.dtype), self.cell[self.system_idx[i]]
+        )
+        return self.positions[j] - self.positions[i] + shift_vectors
+
+    def replace(self, **changes: Any) -> AtomsBatch:
+        """A shallow copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Move to ``device`` and cast floating fields (positions, cell) to ``dtype``."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value.is_floating_point():
+                out[field.name] = value.to(device=device, dtype=dtype)
+            else:
+                out[field.name] = value.to(device=device)
+        return AtomsBatch(**out)
+
+    def volumes(self) -> torch.Tensor:
+        """(B,) cell volumes, Å^3 (absolute value of the determinant)."""
+        return torch.linalg.det(self.cell).abs()
+
+    def split_per_system(self, per_atom: torch.Tensor) -> list[torch.Tensor]:
+        """Split an (N, ...) per-atom tensor into B per-system tensors."""
+        return list(torch.split(per_atom, self.n_atoms.tolist()))
+
+
+def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, where: str) -> None:
+    """Raise :class:`InvalidStructureError` for coordinates or cells that cannot be evaluated.
+
+    Args:
+        positions: (n, 3) Å.
+        cell: (3, 3) Å.
+        pbc: (3,) bool.
+        where: a name for the structure, used in the message (e.g. "structure 3").
+    """
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        idx = np.flatnonzero(bad)[:5].tolist()
+        raise InvalidStructureError(
+            f"{where}: positions of atoms {idx} are NaN or infinite; "
+            "check the input file or the step that produced these coordinates"
+        )
+    pbc = np.asarray(pbc, dtype=bool)
+    if not pbc.any():
+        return
+    if not np.isfinite(cell).all():
+        raise InvalidStructureError(
+            f"{where}: the cell contains NaN or infinite entries; fix atoms.cell"
+        )
+    periodic_vectors = np.asarray(cell)[pbc]
+    gram = periodic_vectors @ periodic_vectors.T
+    measure = float(np.sqrt(max(np.linalg.det(gram), 0.0)))
+    scale = float(np.linalg.norm(periodic_vectors, axis=1).prod()) or 1.0
+    if measure <= 1e-8 * scale or measure < 1e-8:
+        raise InvalidStructureError(
+            f"{where}: pbc={pbc.tolist()} but the periodic cell vectors span zero "
+            f"{['length', 'area', 'volume'][pbc.sum() - 1]} (cell={np.asarray(cell).tolist()}); "
+            "set a proper cell with atoms.set_cell(...) or turn periodicity off with "
+            "atoms.pbc = False"
+        )
+
+
+def batch_from_atoms(
+    structures: Sequence[Any],
+    cutoff: float,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> AtomsBatch:
+    """Build a batch with its neighbor list from ASE Atoms (or pymatgen structures).
+
+    Args:
+        structures: B structures; sizes may differ.
+        cutoff: neighbor-list cutoff, Å.
+        device: where the batch lives.
+        dtype: floating dtype of positions and cell.
+
+    Raises:
+        InvalidStructureError: NaN/inf coordinates or a degenerate periodic cell.
+    """
+    atoms_list: list[Atoms] = [to_atoms(s) for s in structures]
+    if not atoms_list:
+        raise InvalidStructureError("no structures given; pass at least one ase.Atoms")
+    for k, atoms in enumerate(atoms_list):
+        where = "structure" if len(atoms_list) == 1 else f"structure {k}"
+        if len(atoms) == 0:
+            raise InvalidStructureError(f"{where} has no atoms")
+        check_structure(atoms.positions, atoms.cell.array, atoms.pbc, where)
+    positions = torch.from_numpy(np.concatenate([a.positions for a in atoms_list]))
+    numbers = torch.from_numpy(np.concatenate([a.numbers for a in atoms_list]).astype(np.int64))
+    cell = torch.from_numpy(np.stack([a.cell.array for a in atoms_list]))
+    pbc = torch.from_numpy(np.stack([a.pbc for a in atoms_list]))
+    sizes = torch.tensor([len(a) for a in atoms_list])
+    system_idx = torch.repeat_interleave(torch.arange(len(atoms_list)), sizes)
+    edge_index, cell_shifts = batch_neighbors(positions, cell, pbc, system_idx, cutoff)
+    batch = AtomsBatch(positions, numbers, cell, pbc, system_idx, edge_index, cell_shifts)
+    return batch.to(device=device, dtype=dtype)

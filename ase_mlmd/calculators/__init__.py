@@ -1,0 +1,1 @@
+"""ASE calculators over energy models, model cards and the name registry."""

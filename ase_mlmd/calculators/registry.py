@@ -1,0 +1,209 @@
+"""Names → calculators: model cards on the search path, backends by name, ASE registration.
+
+Cards are searched in the directories of the ``ASE_MLMD_CARD_PATH`` environment variable
+(``os.pathsep``-separated), then in the project's ``calculators/`` directory. A name is never
+allowed to shadow one of ASE's own calculator names (``emt``, ``lj``, ``morse``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ase_mlmd.calculators.cards import (
+    ENERGY_UNITS,
+    LENGTH_UNITS,
+    ModelCard,
+    load_state_dict,
+    read_card,
+    require_trust,
+    verify_weights,
+)
+from ase_mlmd.calculators.ml_calculator import MLCalculator
+from ase_mlmd.errors import CardError, UnknownCalculatorError
+from ase_mlmd.models.interface import EnergyModel
+from ase_mlmd.models.pair import LennardJones, Morse
+from ase_mlmd.models.units import UnitConvertedModel
+
+BUILTIN_CARD_DIR = Path(__file__).resolve().parents[2] / "calculators"
+PAIR_BACKENDS = {"lennard-jones": LennardJones, "morse": Morse}
+ML_BACKENDS = ("nequip", "schnetpack")
+
+
+def card_directories() -> list[Path]:
+    """Directories searched for ``*.toml`` cards, in order of precedence."""
+    extra = [Path(p) for p in os.environ.get("ASE_MLMD_CARD_PATH", "").split(os.pathsep) if p]
+    return [*extra, BUILTIN_CARD_DIR]
+
+
+def ase_reserved_names() -> set[str]:
+    """ASE's own calculator names, which cards and backends must never shadow."""
+    from ase.calculators.calculator import external_calculators
+    from ase.calculators.names import names
+
+    return set(names) - set(external_calculators)
+
+
+def available_cards() -> dict[str, Path]:
+    """Map card name → card path for every card on the search path (first one wins)."""
+    found: dict[str, Path] = {}
+    for directory in card_directories():
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_card(name_or_path: str | os.PathLike) -> ModelCard:
+    """The card for a name on the search path or a path to a ``.toml`` file.
+
+    Raises:
+        UnknownCalculatorError: no such card; the message lists the known names.
+    """
+    text = str(name_or_path)
+    if text.endswith(".toml") or os.sep in text or Path(text).is_file():
+        return read_card(text)
+    cards = available_cards()
+    if text in cards:
+        return read_card(cards[text])
+    known = ", ".join(sorted(cards)) or "(none)"
+    hint = ""
+    if text in ase_reserved_names():
+        hint = f" {text!r} is one of ASE's own calculators: use it through ASE (ase run {text})."
+    raise UnknownCalculatorError(
+        f"no calculator named {text!r}. Known cards: {known}; backends: "
+        f"{', '.join(ML_BACKENDS)} (give them a model file).{hint} A card of your own can be "
+        "passed as a path to its .toml file or put in a directory listed in ASE_MLMD_CARD_PATH"
+    )
+
+
+def model_from_card(card: ModelCard, trust: bool = False) -> EnergyModel:
+    """Build the energy model a card describes, loading its weights safely.
+
+    Tensor-only weights (safetensors, state_dict) load without trust; formats that execute code
+    raise :class:`~ase_mlmd.errors.UntrustedModelError` unless ``trust=True``.
+    """
+    if card.backend in PAIR_BACKENDS:
+        params = dict(card.parameters)
+        params.setdefault("cutoff", card.cutoff)
+        try:
+            model: EnergyModel = PAIR_BACKENDS[card.backend](
+                **params, species=card.species, dtype=card.dtype
+            )
+        except TypeError as err:
+            raise CardError(f"{card.path}: bad [parameters] for {card.backend}: {err}") from None
+    elif card.backend in ML_BACKENDS:
+        backend = _backend_module(card.backend)
+        require_trust(card, trust)
+        if card.weights is not None and card.weights.format not in ("safetensors", "state_dict"):
+            model = backend.model_from_file(verify_weights(card), card.weights.format, card)
+        else:
+            model = backend.model_from_state_dict(card, load_state_dict(card))
+    else:
+        raise CardError(
+            f"{card.path}: unknown backend {card.backend!r}; use one of "
+            f"{sorted(PAIR_BACKENDS) + list(ML_BACKENDS)}"
+        )
+    if card.energy_unit != "eV" or LENGTH_UNITS[card.length_unit] != 1.0:
+        model = UnitConvertedModel(
+            model, ENERGY_UNITS[card.energy_unit], LENGTH_UNITS[card.length_unit]
+        )
+    model.card = card
+    return model
+
+
+def _backend_module(name: str):
+    if name == "nequip":
+        from ase_mlmd.models.backends import nequip as module
+    else:
+        from ase_mlmd.models.backends import schnetpack as module
+    return module
+
+
+def load_calculator(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device | None = "cpu",
+    trust: bool = False,
+    dtype: torch.dtype | str | None = None,
+) -> MLCalculator:
+    """An ASE calculator from a card name (``"lj-argon"``) or a card path (``"my/model.toml"``).
+
+    Args:
+        name_or_path: card name on the search path, or path to a ``.toml`` card.
+        device: "cpu", "cuda", "auto".
+        trust: allow weights formats that execute code (pickles, nequip packages, ...).
+        dtype: override the card's dtype.
+    """
+    card = find_card(name_or_path)
+    calc = MLCalculator(model_from_card(card, trust=trust), device=device, dtype=dtype)
+    calc.model_name = card.name
+    calc.card = card
+    return calc
+
+
+def load_model_file(
+    backend: str, path: str | os.PathLike, trust: bool = False
+) -> EnergyModel:
+    """An energy model from a backend's own model file (no card), e.g. a nequip package.
+
+    Such files execute code when loaded, so they need ``trust=True``. A ``.toml`` path is read as
+    a card instead.
+    """
+    if str(path).endswith(".toml"):
+        card = read_card(path)
+        if card.backend != backend:
+            raise CardError(f"{path} is a {card.backend!r} card, not {backend!r}")
+        return model_from_card(card, trust=trust)
+    return _backend_module(backend).model_from_path(Path(path), trust=trust)
+
+
+def _card_calculator_class(name: str) -> type[MLCalculator]:
+    def __init__(self, device: str = "cpu", trust: bool = False, dtype: Any = None, **kw):
+        calc = load_calculator(name, device=device, trust=trust, dtype=dtype)
+        MLCalculator.__init__(self, calc.model, device=calc.device, **kw)
+        self.model_name, self.card = name, calc.card
+
+    return type(f"Card_{name.replace('-', '_')}", (MLCalculator,), {"__init__": __init__})
+
+
+def _backend_calculator_class(backend: str) -> type[MLCalculator]:
+    def __init__(self, model: str | None = None, device: str = "cpu", trust: bool = False,
+                 dtype: Any = None, **kw):
+        if model is None:
+            raise CardError(
+                f"the {backend!r} calculator needs a model: a card (.toml) or a {backend} model "
+                f"file, e.g. `ase-mlmd run {backend} in.xyz -p model=my_model.toml`"
+            )
+        energy_model = load_model_file(backend, model, trust=trust)
+        MLCalculator.__init__(self, energy_model, device=device, dtype=dtype, **kw)
+        self.model_name = backend
+
+    return type(f"{backend.title()}Calculator", (MLCalculator,), {"__init__": __init__})
+
+
+def register_with_ase() -> list[str]:
+    """Register every card and backend with ASE (``get_calculator_class``); return the names.
+
+    Idempotent. Names of ASE's own calculators are never shadowed: a card with such a name
+    raises :class:`~ase_mlmd.errors.CardError`.
+    """
+    from ase.calculators.calculator import external_calculators, register_calculator_class
+
+    reserved = ase_reserved_names()
+    registered = []
+    classes = {b: _backend_calculator_class(b) for b in ML_BACKENDS}
+    for name in available_cards():
+        if name in reserved:
+            raise CardError(
+                f"card {name!r} would shadow ASE's own {name!r} calculator; rename the card file"
+            )
+        classes[name] = _card_calculator_class(name)
+    for name, cls in classes.items():
+        if name not in external_calculators:
+            register_calculator_class(name, cls)
+        registered.append(name)
+    return registered

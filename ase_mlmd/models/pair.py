@@ -1,0 +1,172 @@
+"""Analytic pair potentials as energy models.
+
+``E = 1/2 Σ_i Σ_{j≠i} φ(r_ij)`` over the full neighbor list, with one of three cutoff treatments
+(``cutoff_mode``):
+
+* ``"shift"``: φ(r) − φ(r_c) below r_c, so the energy is continuous (ASE ``LennardJones`` with
+  ``smooth=False``);
+* ``"smooth"``: φ(r)·S(r) with the quintic smoothstep S going from 1 at ``r_on`` to 0 at r_c, so
+  energy and forces are continuous (the switching function of ASE ``MorsePotential``);
+* ``"none"``: plain truncation.
+
+Pair potentials are element-agnostic unless ``species`` is given: like ASE's own LJ and Morse
+calculators they apply the same φ to every pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from ase_mlmd.batch import AtomsBatch
+from ase_mlmd.models.interface import EnergyModel, scatter_sum, system_energy
+
+CUTOFF_MODES = ("shift", "smooth", "none")
+
+
+def smoothstep_switch(r: torch.Tensor, r_on: float, r_cut: float) -> torch.Tensor:
+    """Quintic switching S(r): 1 for r ≤ r_on, 0 for r ≥ r_cut, C² in between."""
+    s = ((r_cut - r) / (r_cut - r_on)).clamp(0.0, 1.0)
+    return s**3 * (10.0 - 15.0 * s + 6.0 * s**2)
+
+
+class PairPotential(EnergyModel):
+    """Base class: subclasses implement :meth:`pair_energy` φ(r) for r in Å, returning eV.
+
+    Args:
+        cutoff: r_c, Å.
+        cutoff_mode: ``"shift"``, ``"smooth"`` or ``"none"``.
+        r_on: start of the switching region for ``"smooth"`` (default 0.8 r_c), Å.
+        species: atomic numbers accepted, or ``None`` for any.
+        dtype: floating dtype the potential computes in.
+    """
+
+    def __init__(
+        self,
+        cutoff: float,
+        cutoff_mode: str = "shift",
+        r_on: float | None = None,
+        species: Iterable[int] | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        super().__init__(cutoff=cutoff, species=species)
+        if cutoff_mode not in CUTOFF_MODES:
+            raise ValueError(f"cutoff_mode must be one of {CUTOFF_MODES}, got {cutoff_mode!r}")
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        self.cutoff_mode = cutoff_mode
+        self.r_on = 0.8 * self.cutoff if r_on is None else float(r_on)
+        if cutoff_mode == "smooth" and not 0 <= self.r_on < self.cutoff:
+            raise ValueError(f"r_on must lie in [0, cutoff), got r_on={r_on}, cutoff={cutoff}")
+        self._dtype = dtype
+
+    def pair_energy(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def cut_pair_energy(self, r: torch.Tensor) -> torch.Tensor:
+        """φ(r) with the cutoff treatment applied; zero at and beyond r_c."""
+        phi = self.pair_energy(r)
+        if self.cutoff_mode == "shift":
+            rc = torch.full((1,), self.cutoff, dtype=r.dtype, device=r.device)
+            phi = phi - self.pair_energy(rc)
+        elif self.cutoff_mode == "smooth":
+            phi = phi * smoothstep_switch(r, self.r_on, self.cutoff)
+        return torch.where(r < self.cutoff, phi, torch.zeros_like(phi))
+
+    def forward(self, batch: AtomsBatch) -> dict[str, torch.Tensor]:
+        r = torch.linalg.norm(batch.edge_vectors(), dim=1)
+        half = 0.5 * self.cut_pair_energy(r)
+        energies = scatter_sum(half, batch.edge_index[0], batch.positions.shape[0])
+        return {"energy": system_energy(batch, energies), "energies": energies}
+
+
+class LennardJones(PairPotential):
+    """Lennard-Jones (Mie n-m) potential.
+
+    φ(r) = C ε [(σ/r)^n − (σ/r)^m] with C = n/(n−m) (n/m)^(m/(n−m)), so the well depth is ε for
+    every (n, m); n = 12, m = 6 gives the familiar 4ε[(σ/r)^12 − (σ/r)^6].
+
+    Args:
+        epsilon: well depth, eV.
+        sigma: zero crossing of φ, Å.
+        cutoff: r_c, Å (default 2.5 σ).
+        n, m: repulsive and attractive exponents (n > m > 0).
+        cutoff_mode, r_on, species, dtype: see :class:`PairPotential`.
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        sigma: float = 1.0,
+        cutoff: float | None = None,
+        n: float = 12.0,
+        m: float = 6.0,
+        cutoff_mode: str = "shift",
+        r_on: float | None = None,
+        species: Iterable[int] | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        if not n > m > 0:
+            raise ValueError(f"exponents must satisfy n > m > 0, got n={n}, m={m}")
+        cutoff = 2.5 * sigma if cutoff is None else cutoff
+        super().__init__(cutoff, cutoff_mode, r_on, species, dtype)
+        self.epsilon, self.sigma, self.n, self.m = float(epsilon), float(sigma), float(n), float(m)
+        self.prefactor = self.n / (self.n - self.m) * (self.n / self.m) ** (self.m / (self.n - self.m))
+
+    def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
+        x = self.sigma / r
+        return self.prefactor * self.epsilon * (x**self.n - x**self.m)
+
+    def extra_repr(self) -> str:
+        return (
+            f"epsilon={self.epsilon}, sigma={self.sigma}, n={self.n}, m={self.m}, "
+            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}"
+        )
+
+
+class Morse(PairPotential):
+    """Morse potential in ASE's parameterization.
+
+    φ(r) = ε e^{ρ0 (1 − r/r0)} (e^{ρ0 (1 − r/r0)} − 2): minimum −ε at r0; ρ0 (dimensionless) sets
+    the width, ρ0 = a·r0 for the textbook form with inverse length a.
+
+    Args:
+        epsilon: well depth, eV.
+        r0: equilibrium distance, Å.
+        rho0: dimensionless stiffness.
+        cutoff: r_c, Å (default 2.7 r0, ASE's default ``rcut2``).
+        cutoff_mode: default ``"smooth"`` with ``r_on`` = 1.9 r0 (ASE's ``rcut1``).
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        r0: float = 1.0,
+        rho0: float = 6.0,
+        cutoff: float | None = None,
+        cutoff_mode: str = "smooth",
+        r_on: float | None = None,
+        species: Iterable[int] | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        cutoff = 2.7 * r0 if cutoff is None else cutoff
+        r_on = min(1.9 * r0, 0.8 * cutoff) if r_on is None else r_on
+        super().__init__(cutoff, cutoff_mode, r_on, species, dtype)
+        self.epsilon, self.r0, self.rho0 = float(epsilon), float(r0), float(rho0)
+
+    def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
+        e = torch.exp(self.rho0 * (1.0 - r / self.r0))
+        return self.epsilon * e * (e - 2.0)
+
+    def extra_repr(self) -> str:
+        return (
+            f"epsilon={self.epsilon}, r0={self.r0}, rho0={self.rho0}, "
+            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}"
+        )
+
+
+def lennard_jones_minimum(sigma: float, n: float = 12.0, m: float = 6.0) -> float:
+    """Distance of the minimum of the n-m potential, Å: σ (n/m)^(1/(n−m))."""
+    return sigma * math.pow(n / m, 1.0 / (n - m))
