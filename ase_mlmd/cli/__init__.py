@@ -1,0 +1,1 @@
+"""The ase-mlmd command line."""

@@ -1,0 +1,38 @@
+"""Helpers shared by the ase-mlmd subcommands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ase.calculators.calculator import BaseCalculator
+
+
+def parse_parameters(text: str | None) -> dict[str, Any]:
+    """``"a=1,b=x"`` → ``{"a": 1, "b": "x"}``, with ASE's own parser (as ``ase run -p``)."""
+    if not text:
+        return {}
+    from ase.cli.run import str2dict
+
+    return str2dict(text)
+
+
+def make_calculator(
+    name: str, parameters: dict[str, Any], device: str = "cpu", trust: bool = False
+) -> BaseCalculator:
+    """A calculator from a card name/path, a backend name (with ``model=`` in parameters) or
+    one of ASE's own calculator names (``emt``, ``lj``, ...), which keep ASE's meaning."""
+    from ase.calculators.calculator import get_calculator_class
+
+    from ase_mlmd.calculators.registry import (
+        ML_BACKENDS,
+        ase_reserved_names,
+        load_calculator,
+        register_with_ase,
+    )
+
+    if name in ase_reserved_names():
+        return get_calculator_class(name)(**parameters)
+    if name in ML_BACKENDS:
+        register_with_ase()
+        return get_calculator_class(name)(device=device, trust=trust, **parameters)
+    return load_calculator(name, device=device, trust=trust, **parameters)

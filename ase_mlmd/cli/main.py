@@ -1,0 +1,41 @@
+"""``ase-mlmd``: ASE's command-line tool with this package's calculators and commands.
+
+Built on ``ase.cli.main.main`` (as GPAW does): ``ase-mlmd run`` *is* ASE's ``run`` command, with
+every model card and backend registered as an ASE calculator first; ASE's own names (``emt``,
+``lj``, ...) keep their meaning.
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = [
+    ("run", "ase.cli.run"),
+    ("md", "ase_mlmd.cli.md"),
+    ("calculators", "ase_mlmd.cli.calculators"),
+    ("demo", "ase_mlmd.cli.demo"),
+    ("info", "ase.cli.info"),
+    ("convert", "ase.cli.convert"),
+    ("build", "ase.cli.build"),
+    ("db", "ase.cli.db"),
+]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``ase-mlmd`` console script."""
+    from ase.cli.main import main as ase_main
+
+    from ase_mlmd import __version__, register_with_ase
+
+    register_with_ase()
+    ase_main(
+        prog="ase-mlmd",
+        description="ML force fields as ASE calculators: run, md, calculators, demo.",
+        version=__version__,
+        commands=COMMANDS,
+        args=args,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Molecular dynamics: ASE-driven runs (and, later, the batched torch engine)."""

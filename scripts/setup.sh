@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create .venv/ in the project root and install ase_mlmd with pinned versions.
+#
+# Versions come from requirements/constraints.txt (pyproject.toml keeps ranges for library
+# users). torch is pinned to 2.13.0: on the CPU machines of this project that resolves to the
+# local CPU build instead of several GB of CUDA packages.
+#
+# schnetpack 2.1.1 declares sympy<=1.12, which conflicts with torch's sympy; pip would fall
+# back to schnetpack 2.0.4, whose torchmetrics==1.0.1 pin conflicts with nequip. So its runtime
+# dependencies come through the `schnetpack` extra and schnetpack itself is installed with
+# --no-deps. ase_mlmd.models.backends.schnetpack makes it import on new torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PYTHON=$candidate; break
+    fi
+  done
+fi
+[ -n "$PYTHON" ] || { echo "setup: need Python >= 3.11 (set PYTHON=...)" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "setup: installing pinned dependencies (first time: a few minutes)"
+$PIP install -q -c requirements/constraints.txt "torch==2.13.0"
+$PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,dev]"
+$PIP install -q --no-deps -c requirements/constraints.txt "schnetpack==2.1.1"
+.venv/bin/python -c "import ase_mlmd, nequip, torch; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); print('setup: ok, torch', torch.__version__)"
+touch .venv/.installed
