@@ -110,7 +110,7 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, wh
     pbc = np.asarray(pbc, dtype=bool)
     if not pbc.any():
         return
-    if not np.isfinite(cell).all():
+    if not np.isfinite(np.asarray(cell)[pbc]).all():
         raise InvalidStructureError(
             f"{where}: the cell contains NaN or infinite entries; fix atoms.cell"
         )
@@ -125,6 +125,15 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, wh
             "set a proper cell with atoms.set_cell(...) or turn periodicity off with "
             "atoms.pbc = False"
         )
+
+
+def _model_cell(atoms: Atoms) -> np.ndarray:
+    """The cell as models see it: a non-finite vector along a non-periodic axis (which plays no
+    role) becomes zero, so that it cannot turn edge vectors into NaN."""
+    cell = atoms.cell.array.copy()
+    unused = ~np.asarray(atoms.pbc, dtype=bool) & ~np.isfinite(cell).all(axis=1)
+    cell[unused] = 0.0
+    return cell
 
 
 def batch_from_atoms(
@@ -154,7 +163,7 @@ def batch_from_atoms(
         check_structure(atoms.positions, atoms.cell.array, atoms.pbc, where)
     positions = torch.from_numpy(np.concatenate([a.positions for a in atoms_list]))
     numbers = torch.from_numpy(np.concatenate([a.numbers for a in atoms_list]).astype(np.int64))
-    cell = torch.from_numpy(np.stack([a.cell.array for a in atoms_list]))
+    cell = torch.from_numpy(np.stack([_model_cell(a) for a in atoms_list]))
     pbc = torch.from_numpy(np.stack([a.pbc for a in atoms_list]))
     sizes = torch.tensor([len(a) for a in atoms_list])
     system_idx = torch.repeat_interleave(torch.arange(len(atoms_list)), sizes)

@@ -102,12 +102,18 @@ def run_ase_md(
         trajectory: ASE ``.traj`` file to write frames to (overwritten), or None.
         logfile: ASE ``MDLogger`` text log (time, energies, temperature), or None.
         progress: show a tqdm progress bar.
+
+    Raises:
+        InvalidStructureError: NaN/inf positions or a degenerate periodic cell (before any step).
     """
     from ase.io.trajectory import Trajectory
     from ase.md import MDLogger
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from tqdm.auto import tqdm
 
+    from ase_mlmd.batch import check_structure
+
+    check_structure(atoms.positions, atoms.cell.array, atoms.pbc, "MD start structure")
     rng = np.random.default_rng(config.seed)
     atoms.calc = calc
     if not config.keep_velocities:
