@@ -140,9 +140,7 @@ def check_periodic_images(
     return error
 
 
-def check_batch_consistency(
-    calc: Any, structures: Sequence[Atoms], atol: float = 1e-10
-) -> float:
+def check_batch_consistency(calc: Any, structures: Sequence[Atoms], atol: float = 1e-10) -> float:
     """``calc.calculate_batch`` gives the same energies and forces as one-by-one evaluation."""
     energies, forces = calc.calculate_batch(list(structures), properties=("energy", "forces"))
     error = 0.0

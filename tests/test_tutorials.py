@@ -18,7 +18,13 @@ def test_tutorials_exist():
 def test_tutorial_runs(path, tmp_path):
     env = dict(os.environ, ASE_MLMD_FAST="1", MPLBACKEND="Agg")
     result = subprocess.run(
-        [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
-    assert result.returncode == 0, f"{path.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"{path.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )

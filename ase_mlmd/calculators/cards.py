@@ -57,8 +57,14 @@ CODE_FORMATS = {
     "pickle": "a pickled module (torch.save of a whole model) can run arbitrary code when "
     "unpickled",
 }
-ENERGY_UNITS = {"eV": 1.0, "meV": 1e-3, "kcal/mol": 0.0433641043, "kJ/mol": 0.0103642688,
-                "Hartree": 27.211386245988, "Ha": 27.211386245988}
+ENERGY_UNITS = {
+    "eV": 1.0,
+    "meV": 1e-3,
+    "kcal/mol": 0.0433641043,
+    "kJ/mol": 0.0103642688,
+    "Hartree": 27.211386245988,
+    "Ha": 27.211386245988,
+}
 LENGTH_UNITS = {"Å": 1.0, "Angstrom": 1.0, "A": 1.0, "nm": 10.0, "Bohr": 0.529177210903}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -254,7 +260,11 @@ def write_card(table: dict[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = tomli_w.dumps(table)
     with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
+        "w",
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=".tmp",
+        delete=False,
         encoding="utf-8",
     ) as handle:
         handle.write(text)

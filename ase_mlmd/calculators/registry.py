@@ -145,9 +145,7 @@ def load_calculator(
     return calc
 
 
-def load_model_file(
-    backend: str, path: str | os.PathLike, trust: bool = False
-) -> EnergyModel:
+def load_model_file(backend: str, path: str | os.PathLike, trust: bool = False) -> EnergyModel:
     """An energy model from a backend's own model file (no card), e.g. a nequip package.
 
     Such files execute code when loaded, so they need ``trust=True``. A ``.toml`` path is read as
@@ -171,8 +169,14 @@ def _card_calculator_class(name: str) -> type[MLCalculator]:
 
 
 def _backend_calculator_class(backend: str) -> type[MLCalculator]:
-    def __init__(self, model: str | None = None, device: str = "cpu", trust: bool = False,
-                 dtype: Any = None, **kw):
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "cpu",
+        trust: bool = False,
+        dtype: Any = None,
+        **kw,
+    ):
         if model is None:
             raise CardError(
                 f"the {backend!r} calculator needs a model: a card (.toml) or a {backend} model "

@@ -12,8 +12,12 @@ class CLICommand:
 
     @staticmethod
     def add_arguments(parser) -> None:
-        parser.add_argument("-v", "--verbose", action="store_true",
-                            help="also print provenance, citation and file paths")
+        parser.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="also print provenance, citation and file paths",
+        )
 
     @staticmethod
     def run(args) -> None:
@@ -25,14 +29,17 @@ class CLICommand:
         for name, path in cards.items():
             card = read_card(path)
             species = "any" if card.species is None else " ".join(card.species_symbols)
-            rows.append((name, card.backend, species, f"{card.cutoff:g}", str(card.dtype)[6:],
-                         card))
+            rows.append(
+                (name, card.backend, species, f"{card.cutoff:g}", str(card.dtype)[6:], card)
+            )
         header = ("name", "backend", "species", "cutoff/Å", "dtype")
-        widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
-                  for i in range(5)]
-        print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        widths = [
+            max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
+            for i in range(5)
+        ]
+        print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
         for row in rows:
-            print("  ".join(v.ljust(w) for v, w in zip(row[:5], widths)))
+            print("  ".join(v.ljust(w) for v, w in zip(row[:5], widths, strict=True)))
             card = row[5]
             source = card.provenance.get("source") or card.description
             print(f"    provenance: {source}")

@@ -51,17 +51,35 @@ class CLICommand:
         out.mkdir(parents=True, exist_ok=True)
         atoms = liquid_argon()
         calc = load_calculator(args.calc)
-        print(f"demo: {len(atoms)} Ar atoms, {args.calc}, box {atoms.cell.lengths()[0]:.2f} Å, "
-              f"{RAHMAN_TEMPERATURE_K} K")
-        nvt = AseMDConfig("nvt-langevin", RAHMAN_TEMPERATURE_K, timestep_fs=5.0,
-                          steps=args.steps, friction_per_fs=0.002, save_every=20, log_every=100)
-        run_ase_md(atoms, calc, nvt, out / "nvt.traj", out / "nvt.log",
-                   progress=not args.no_progress)
-        nve = AseMDConfig("nve", RAHMAN_TEMPERATURE_K, timestep_fs=5.0, steps=args.nve_steps,
-                          save_every=10, log_every=100, keep_velocities=True)
+        print(
+            f"demo: {len(atoms)} Ar atoms, {args.calc}, box {atoms.cell.lengths()[0]:.2f} Å, "
+            f"{RAHMAN_TEMPERATURE_K} K"
+        )
+        nvt = AseMDConfig(
+            "nvt-langevin",
+            RAHMAN_TEMPERATURE_K,
+            timestep_fs=5.0,
+            steps=args.steps,
+            friction_per_fs=0.002,
+            save_every=20,
+            log_every=100,
+        )
+        run_ase_md(
+            atoms, calc, nvt, out / "nvt.traj", out / "nvt.log", progress=not args.no_progress
+        )
+        nve = AseMDConfig(
+            "nve",
+            RAHMAN_TEMPERATURE_K,
+            timestep_fs=5.0,
+            steps=args.nve_steps,
+            save_every=10,
+            log_every=100,
+            keep_velocities=True,
+        )
         e_start = atoms.get_total_energy()
-        run_ase_md(atoms, calc, nve, out / "nve.traj", out / "nve.log",
-                   progress=not args.no_progress)
+        run_ase_md(
+            atoms, calc, nve, out / "nve.traj", out / "nve.log", progress=not args.no_progress
+        )
         frames = read(out / "nve.traj", index=":")
         e_tot = np.array([f.get_total_energy() for f in frames])
         temps = np.array([f.get_temperature() for f in frames])
@@ -69,14 +87,20 @@ class CLICommand:
         stride = max(1, len(frames) // 10)
         for k in range(0, len(frames), stride):
             f = frames[k]
-            print(f"{k * nve.save_every:6d} {f.get_potential_energy():10.5f} "
-                  f"{f.get_kinetic_energy():10.5f} {f.get_temperature():7.1f}")
+            print(
+                f"{k * nve.save_every:6d} {f.get_potential_energy():10.5f} "
+                f"{f.get_kinetic_energy():10.5f} {f.get_temperature():7.1f}"
+            )
         rmax = 0.49 * atoms.cell.lengths().min()
-        g = np.mean([get_rdf(f, rmax, 100)[0] for f in frames[len(frames) // 2:]], axis=0)
+        g = np.mean([get_rdf(f, rmax, 100)[0] for f in frames[len(frames) // 2 :]], axis=0)
         r = get_rdf(frames[-1], rmax, 100)[1]
-        print(f"\nNVE: mean T {temps.mean():.1f} K, total-energy drift "
-              f"{(e_tot.max() - e_tot.min()) / len(atoms) * 1e3:.3f} meV/atom over "
-              f"{args.nve_steps * 5 / 1000:.1f} ps (start {e_start:.5f} eV)")
-        print(f"g(r): first peak at {r[np.argmax(g)]:.2f} Å, height {g.max():.2f} "
-              "(liquid argon, Rahman 1964: ≈3.7 Å)")
+        print(
+            f"\nNVE: mean T {temps.mean():.1f} K, total-energy drift "
+            f"{(e_tot.max() - e_tot.min()) / len(atoms) * 1e3:.3f} meV/atom over "
+            f"{args.nve_steps * 5 / 1000:.1f} ps (start {e_start:.5f} eV)"
+        )
+        print(
+            f"g(r): first peak at {r[np.argmax(g)]:.2f} Å, height {g.max():.2f} "
+            "(liquid argon, Rahman 1964: ≈3.7 Å)"
+        )
         print(f"outputs: {out}/nvt.traj, nvt.log, nve.traj, nve.log")

@@ -71,8 +71,12 @@ def make_dynamics(atoms: Atoms, config: AseMDConfig, rng: np.random.Generator):
         from ase.md.langevin import Langevin
 
         return Langevin(
-            atoms, timestep=dt, temperature_K=config.temperature_K,
-            friction=config.friction_per_fs / units.fs, fixcm=False, rng=rng,
+            atoms,
+            timestep=dt,
+            temperature_K=config.temperature_K,
+            friction=config.friction_per_fs / units.fs,
+            fixcm=False,
+            rng=rng,
         )
     if config.ensemble == "nvt-nose-hoover":
         from ase.md.nose_hoover_chain import NoseHooverChainNVT
@@ -138,8 +142,9 @@ def run_ase_md(
     def update_bar() -> None:
         bar.update(dyn.nsteps - bar.n)
         if bar.n % config.log_every == 0:
-            bar.set_postfix(T=f"{atoms.get_temperature():.0f}K",
-                            E=f"{atoms.get_total_energy():.4f}eV")
+            bar.set_postfix(
+                T=f"{atoms.get_temperature():.0f}K", E=f"{atoms.get_total_energy():.4f}eV"
+            )
 
     dyn.attach(update_bar, interval=1)
     try:

@@ -151,7 +151,9 @@ def evaluate(
                 create_graph=create_graph,
                 allow_unused=True,
             )
-            grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+            grads = [
+                torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)
+            ]
             if need_forces:
                 results["forces"] = -grads[0]
             if need_stress:

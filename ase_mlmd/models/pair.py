@@ -113,7 +113,8 @@ class LennardJones(PairPotential):
         cutoff = 2.5 * sigma if cutoff is None else cutoff
         super().__init__(cutoff, cutoff_mode, r_on, species, dtype)
         self.epsilon, self.sigma, self.n, self.m = float(epsilon), float(sigma), float(n), float(m)
-        self.prefactor = self.n / (self.n - self.m) * (self.n / self.m) ** (self.m / (self.n - self.m))
+        gap = self.n - self.m
+        self.prefactor = self.n / gap * (self.n / self.m) ** (self.m / gap)
 
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
         x = self.sigma / r
