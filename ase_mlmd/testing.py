@@ -165,11 +165,11 @@ def check_nve_drift(
 
     Returns max |E_tot(t) − E_tot(0)| / N over the run, eV/atom.
     """
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     a = _fresh(atoms, calc)
-    MaxwellBoltzmannDistribution(a, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    thermalize_momenta(a, temperature_K=temperature_K, rng=np.random.default_rng(seed))
     Stationary(a)
     e_start = a.get_total_energy()
     drift = 0.0

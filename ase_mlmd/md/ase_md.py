@@ -112,7 +112,7 @@ def run_ase_md(
     """
     from ase.io.trajectory import Trajectory
     from ase.md import MDLogger
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
     from tqdm.auto import tqdm
 
     from ase_mlmd.batch import check_structure
@@ -121,7 +121,7 @@ def run_ase_md(
     rng = np.random.default_rng(config.seed)
     atoms.calc = calc
     if not config.keep_velocities:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=config.temperature_K, rng=rng)
+        thermalize_momenta(atoms, temperature_K=config.temperature_K, rng=rng)
         Stationary(atoms)
         if not atoms.pbc.any():
             ZeroRotation(atoms)
