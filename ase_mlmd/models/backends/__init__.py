@@ -20,7 +20,7 @@ def as_energy_model(model: torch.nn.Module) -> EnergyModel:
     if isinstance(model, EnergyModel):
         return model
     module = type(model).__module__
-    if module.startswith("nequip"):
+    if module.startswith("nequip") or ".nequip." in module:  # also torch.package-d models
         from ase_mlmd.models.backends.nequip import NequipModel
 
         return NequipModel(model)
