@@ -16,7 +16,7 @@ import torch
 from ase import Atoms
 
 from ase_mlmd.errors import InvalidStructureError
-from ase_mlmd.neighbors import batch_neighbors
+from ase_mlmd.neighbors import system_neighbors
 from ase_mlmd.structures import to_atoms
 
 
@@ -161,12 +161,24 @@ def batch_from_atoms(
         if len(atoms) == 0:
             raise InvalidStructureError(f"{where} has no atoms")
         check_structure(atoms.positions, atoms.cell.array, atoms.pbc, where)
-    positions = torch.from_numpy(np.concatenate([a.positions for a in atoms_list]))
-    numbers = torch.from_numpy(np.concatenate([a.numbers for a in atoms_list]).astype(np.int64))
-    cell = torch.from_numpy(np.stack([_model_cell(a) for a in atoms_list]))
-    pbc = torch.from_numpy(np.stack([a.pbc for a in atoms_list]))
-    sizes = torch.tensor([len(a) for a in atoms_list])
-    system_idx = torch.repeat_interleave(torch.arange(len(atoms_list)), sizes)
-    edge_index, cell_shifts = batch_neighbors(positions, cell, pbc, system_idx, cutoff)
-    batch = AtomsBatch(positions, numbers, cell, pbc, system_idx, edge_index, cell_shifts)
+    cells = [_model_cell(a) for a in atoms_list]
+    sizes = [len(a) for a in atoms_list]
+    edges, shifts = [], []
+    offset = 0
+    for atoms, cell, size in zip(atoms_list, cells, sizes, strict=True):
+        e, s = system_neighbors(atoms.positions, cell, atoms.pbc, cutoff)
+        edges.append(e + offset)
+        shifts.append(s)
+        offset += size
+    batch = AtomsBatch(
+        positions=torch.from_numpy(np.concatenate([a.positions for a in atoms_list])),
+        numbers=torch.from_numpy(np.concatenate([a.numbers for a in atoms_list]).astype(np.int64)),
+        cell=torch.from_numpy(np.stack(cells)),
+        pbc=torch.from_numpy(np.stack([a.pbc for a in atoms_list])),
+        system_idx=torch.from_numpy(np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)),
+        edge_index=torch.from_numpy(np.concatenate(edges, axis=1)),
+        cell_shifts=torch.from_numpy(np.concatenate(shifts)),
+    )
+    if torch.device(device).type == "cpu" and dtype == torch.float64:
+        return batch
     return batch.to(device=device, dtype=dtype)

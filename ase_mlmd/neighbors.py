@@ -7,13 +7,28 @@ twice the cutoff (several images of the same neighbor are then separate edges).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 import vesin
 
+_cache = threading.local()
+
 
 def _vesin(cutoff: float) -> vesin.NeighborList:
-    return vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    """A vesin neighbor-list object for ``cutoff``, reused within a thread.
+
+    Single-threaded: the lists here are per system and small, and vesin's OpenMP threads would
+    compete with torch's for the same cores.
+    """
+    lists = _cache.__dict__.setdefault("lists", {})
+    cutoff = float(cutoff)
+    if cutoff not in lists:
+        if len(lists) > 16:
+            lists.clear()
+        lists[cutoff] = vesin.NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
+    return lists[cutoff]
 
 
 def system_neighbors(

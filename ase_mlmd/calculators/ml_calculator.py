@@ -65,9 +65,6 @@ class MLCalculator(Calculator):
         if dtype is not None:
             dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
             model = model.to(dtype=dtype)
-            for module in model.modules():  # wrappers (unit conversion) hold the real model
-                if hasattr(module, "_dtype"):
-                    module._dtype = dtype
         self.model: EnergyModel = model.to(self.device).eval()
         self.model_name = type(self.model).__name__
 

@@ -165,7 +165,8 @@ def _card_calculator_class(name: str) -> type[MLCalculator]:
         MLCalculator.__init__(self, calc.model, device=calc.device, **kw)
         self.model_name, self.card = name, calc.card
 
-    return type(f"Card_{name.replace('-', '_')}", (MLCalculator,), {"__init__": __init__})
+    class_name = f"Card_{Path(name).stem.replace('-', '_')}"
+    return type(class_name, (MLCalculator,), {"__init__": __init__})
 
 
 def _backend_calculator_class(backend: str) -> type[MLCalculator]:
@@ -187,6 +188,17 @@ def _backend_calculator_class(backend: str) -> type[MLCalculator]:
         self.model_name = backend
 
     return type(f"{backend.title()}Calculator", (MLCalculator,), {"__init__": __init__})
+
+
+def register_card_path(path: str | os.PathLike) -> str:
+    """Register the card at ``path`` with ASE under the path itself as its name; return it."""
+    from ase.calculators.calculator import external_calculators, register_calculator_class
+
+    name = str(path)
+    read_card(name)  # fail early, with the card's own error, if it is not a valid card
+    if name not in external_calculators:
+        register_calculator_class(name, _card_calculator_class(name))
+    return name
 
 
 def register_with_ase() -> list[str]:

@@ -33,8 +33,20 @@ def main(args: list[str] | None = None) -> None:
         description="ML force fields as ASE calculators: run, md, calculators, demo.",
         version=__version__,
         commands=COMMANDS,
+        hook=_register_card_paths,
         args=args,
     )
+
+
+def _register_card_paths(parser, args: list[str] | None):
+    """Parse the arguments; a card *path* given to ``run`` becomes a calculator name too
+    (``ase-mlmd run models/x/card.toml in.xyz``), so ASE's run command can look it up."""
+    from ase_mlmd.calculators.registry import register_card_path
+
+    parsed = parser.parse_args(args)
+    if getattr(parsed, "command", None) == "run" and parsed.calculator.endswith(".toml"):
+        register_card_path(parsed.calculator)
+    return parsed
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,17 +49,35 @@ class EnergyModel(torch.nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """Floating dtype the model computes in (from its first floating parameter or buffer)."""
-        for tensor in (*self.parameters(), *self.buffers()):
-            if tensor.is_floating_point():
-                return tensor.dtype
-        return getattr(self, "_dtype", torch.float64)
+        """Floating dtype the model computes in (from its first floating parameter or buffer).
+
+        Cached (a model call asks for it every time) and refreshed by ``.to()`` / ``.double()``.
+        """
+        cached = self.__dict__.get("_cached_dtype")
+        if cached is None:
+            cached = getattr(self, "_dtype", torch.float64)
+            for tensor in self._tensors():
+                if tensor.is_floating_point():
+                    cached = tensor.dtype
+                    break
+            self.__dict__["_cached_dtype"] = cached
+        return cached
 
     @property
     def device(self) -> torch.device:
-        for tensor in (*self.parameters(), *self.buffers()):
+        for tensor in self._tensors():
             return tensor.device
         return torch.device("cpu")
+
+    def _tensors(self) -> Iterable[torch.Tensor]:
+        yield from self.parameters()
+        yield from self.buffers()
+
+    def _apply(self, fn, recurse: bool = True):  # called by .to(), .float(), .cuda(), ...
+        self.__dict__.pop("_cached_dtype", None)
+        if "_dtype" in self.__dict__:  # models without tensors (analytic) follow casts too
+            self._dtype = fn(torch.zeros(0, dtype=self._dtype)).dtype
+        return super()._apply(fn, recurse)
 
     def check_species(self, numbers: Sequence[int] | torch.Tensor) -> None:
         """Raise :class:`UnsupportedSpeciesError` if ``numbers`` holds an element not in species."""

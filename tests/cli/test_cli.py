@@ -241,3 +241,49 @@ def test_console_script_help():
     assert done.returncode == 0, done.stderr
     for command in ("run", "md", "calculators", "demo"):
         assert command in done.stdout
+
+
+# --- ML backends by name with a card --------------------------------------------------------
+
+
+@pytest.fixture
+def nequip_card(tmp_path):
+    """A random NequIP model for H and O exported as a safetensors card."""
+    from ase_mlmd.models.backends.nequip import build_nequip_model, export_nequip_card
+
+    model = build_nequip_model(type_names=["H", "O"], r_max=3.5, seed=3)
+    return export_nequip_card(model, tmp_path / "cards", "water-nequip-random")
+
+
+def test_run_nequip_backend_with_a_card(files, nequip_card):
+    from ase.build import molecule
+
+    water = molecule("H2O")
+    write(files / "h2o.xyz", water)
+    main(["run", "nequip", "h2o.xyz", "-p", f"model={nequip_card}", "-o", "out.xyz"])
+    result = read(files / "out.xyz")
+    expected = _energy_with(load_calculator(nequip_card), files / "h2o.xyz")
+    assert result.get_potential_energy() == pytest.approx(expected, abs=1e-10)
+    # the same card by path as the calculator name, and with ase-mlmd md
+    main(["run", str(nequip_card), "h2o.xyz", "-o", "out2.xyz"])
+    assert read(files / "out2.xyz").get_potential_energy() == pytest.approx(expected, abs=1e-10)
+    main(
+        [
+            "md",
+            "h2o.xyz",
+            "--calc",
+            str(nequip_card),
+            "--ensemble",
+            "nvt-langevin",
+            "--steps",
+            "10",
+            "--save-every",
+            "5",
+            "-o",
+            "w.traj",
+            "--no-progress",
+        ]
+    )
+    frames = read(files / "w.traj", index=":")
+    assert len(frames) == 3
+    assert all(np.isfinite(f.get_forces()).all() for f in frames)
