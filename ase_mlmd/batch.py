@@ -127,7 +127,7 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, wh
         )
 
 
-def _model_cell(atoms: Atoms) -> np.ndarray:
+def model_cell(atoms: Atoms) -> np.ndarray:
     """The cell as models see it: a non-finite vector along a non-periodic axis (which plays no
     role) becomes zero, so that it cannot turn edge vectors into NaN."""
     cell = atoms.cell.array.copy()
@@ -161,7 +161,7 @@ def batch_from_atoms(
         if len(atoms) == 0:
             raise InvalidStructureError(f"{where} has no atoms")
         check_structure(atoms.positions, atoms.cell.array, atoms.pbc, where)
-    cells = [_model_cell(a) for a in atoms_list]
+    cells = [model_cell(a) for a in atoms_list]
     sizes = [len(a) for a in atoms_list]
     edges, shifts = [], []
     offset = 0
