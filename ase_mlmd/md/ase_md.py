@@ -137,7 +137,7 @@ def run_ase_md(
         logger = MDLogger(dyn, atoms, str(logfile), header=True, peratom=False, mode="w")
         dyn.attach(logger, interval=config.log_every)
         writers.append(logger)
-    bar = tqdm(total=config.steps, unit="step", disable=not progress, desc="MD")
+    bar = tqdm(total=config.steps, unit="step", disable=not progress, desc="MD", mininterval=1.0)
 
     def update_bar() -> None:
         bar.update(dyn.nsteps - bar.n)
