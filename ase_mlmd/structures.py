@@ -6,6 +6,7 @@ Wherever ase_mlmd accepts a structure it accepts ASE ``Atoms`` and pymatgen ``St
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ase import Atoms
@@ -27,4 +28,14 @@ def to_atoms(structure: Any) -> Atoms:
     raise TypeError(
         f"expected ase.Atoms or a pymatgen Structure/Molecule, got {type(structure).__name__}; "
         "read files with ase.io.read() first"
+    )
+
+
+def is_single_structure(obj: Any) -> bool:
+    """True for one structure (ASE Atoms, pymatgen Structure/Molecule — which are themselves
+    sequences of sites), False for a list/tuple of structures."""
+    return (
+        isinstance(obj, Atoms)
+        or type(obj).__module__.startswith("pymatgen")
+        or not isinstance(obj, Sequence)
     )
