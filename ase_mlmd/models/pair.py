@@ -11,6 +11,10 @@
 
 Pair potentials are element-agnostic unless ``species`` is given: like ASE's own LJ and Morse
 calculators they apply the same φ to every pair.
+
+With ``trainable=True`` the shape parameters (LJ: ε, σ; Morse: ε, r0, ρ0) are registered as 0-d
+``torch.nn.Parameter`` tensors (for fitting, e.g. through differentiable MD); the cutoff and the
+switching region stay fixed at the values set at construction. By default they are plain floats.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.models.interface import EnergyModel, scatter_sum, system_energy
 
 CUTOFF_MODES = ("shift", "smooth", "none")
+
+
+def _scalar(value: float | torch.Tensor) -> float:
+    """A float or 0-d tensor (trainable parameter) as a float, for reprs."""
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def smoothstep_switch(r: torch.Tensor, r_on: float, r_cut: float) -> torch.Tensor:
@@ -62,6 +71,18 @@ class PairPotential(EnergyModel):
             raise ValueError(f"r_on must lie in [0, cutoff), got r_on={r_on}, cutoff={cutoff}")
         self._dtype = dtype
 
+    def _set_shape_parameters(self, trainable: bool, **values: float) -> None:
+        """Store each value as a float, or as a 0-d ``nn.Parameter`` when ``trainable``."""
+        self.trainable = bool(trainable)
+        for name, value in values.items():
+            value = float(value)
+            if trainable:
+                value = torch.nn.Parameter(torch.tensor(value, dtype=self._dtype))
+            setattr(self, name, value)
+
+    def _trainable_repr(self) -> str:
+        return ", trainable=True" if self.trainable else ""
+
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
@@ -94,6 +115,7 @@ class LennardJones(PairPotential):
         cutoff: r_c, Å (default 2.5 σ).
         n, m: repulsive and attractive exponents (n > m > 0).
         cutoff_mode, r_on, species, dtype: see :class:`PairPotential`.
+        trainable: register ε and σ as ``nn.Parameter`` (the cutoff stays fixed).
     """
 
     def __init__(
@@ -107,12 +129,14 @@ class LennardJones(PairPotential):
         r_on: float | None = None,
         species: Iterable[int] | None = None,
         dtype: torch.dtype = torch.float64,
+        trainable: bool = False,
     ) -> None:
         if not n > m > 0:
             raise ValueError(f"exponents must satisfy n > m > 0, got n={n}, m={m}")
         cutoff = 2.5 * sigma if cutoff is None else cutoff
         super().__init__(cutoff, cutoff_mode, r_on, species, dtype)
-        self.epsilon, self.sigma, self.n, self.m = float(epsilon), float(sigma), float(n), float(m)
+        self._set_shape_parameters(trainable, epsilon=epsilon, sigma=sigma)
+        self.n, self.m = float(n), float(m)
         gap = self.n - self.m
         self.prefactor = self.n / gap * (self.n / self.m) ** (self.m / gap)
 
@@ -122,8 +146,9 @@ class LennardJones(PairPotential):
 
     def extra_repr(self) -> str:
         return (
-            f"epsilon={self.epsilon}, sigma={self.sigma}, n={self.n}, m={self.m}, "
-            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}"
+            f"epsilon={_scalar(self.epsilon)}, sigma={_scalar(self.sigma)}, "
+            f"n={self.n}, m={self.m}, cutoff={self.cutoff}, "
+            f"cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
         )
 
 
@@ -139,6 +164,7 @@ class Morse(PairPotential):
         rho0: dimensionless stiffness.
         cutoff: r_c, Å (default 2.7 r0, ASE's default ``rcut2``).
         cutoff_mode: default ``"smooth"`` with ``r_on`` = 1.9 r0 (ASE's ``rcut1``).
+        trainable: register ε, r0 and ρ0 as ``nn.Parameter`` (cutoff and r_on stay fixed).
     """
 
     def __init__(
@@ -151,11 +177,12 @@ class Morse(PairPotential):
         r_on: float | None = None,
         species: Iterable[int] | None = None,
         dtype: torch.dtype = torch.float64,
+        trainable: bool = False,
     ) -> None:
         cutoff = 2.7 * r0 if cutoff is None else cutoff
         r_on = min(1.9 * r0, 0.8 * cutoff) if r_on is None else r_on
         super().__init__(cutoff, cutoff_mode, r_on, species, dtype)
-        self.epsilon, self.r0, self.rho0 = float(epsilon), float(r0), float(rho0)
+        self._set_shape_parameters(trainable, epsilon=epsilon, r0=r0, rho0=rho0)
 
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
         e = torch.exp(self.rho0 * (1.0 - r / self.r0))
@@ -163,8 +190,8 @@ class Morse(PairPotential):
 
     def extra_repr(self) -> str:
         return (
-            f"epsilon={self.epsilon}, r0={self.r0}, rho0={self.rho0}, "
-            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}"
+            f"epsilon={_scalar(self.epsilon)}, r0={_scalar(self.r0)}, rho0={_scalar(self.rho0)}, "
+            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
         )
 
 

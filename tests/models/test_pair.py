@@ -321,3 +321,43 @@ def test_batch_of_mixed_systems_equals_single_evaluations(model):
     for k, atoms in enumerate(periodic):
         single = evaluate(model, batch_from_atoms([atoms], model.cutoff), ("stress",))["stress"]
         _assert_close(stress[k], single[0], RTOL, f"stress {k}")
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "extra"),
+    [
+        (LennardJones, {"epsilon": EPS_AR, "sigma": SIGMA_AR}, {"cutoff": RC_AR}),
+        (
+            Morse,
+            {"epsilon": 0.0104, "r0": 3.8164, "rho0": 6.0},
+            {"cutoff": 2.7 * 3.8164, "r_on": 1.9 * 3.8164},  # fixed when r0 moves
+        ),
+    ],
+    ids=["lj", "morse"],
+)
+def test_trainable_parameters_give_the_same_model_and_exact_gradients(cls, values, extra):
+    """``trainable=True``: same energies and forces as the float version, parameters registered,
+    dE/dθ equal to a central finite difference (and dE/dε = E/ε: E is linear in ε)."""
+    fixed = cls(**values, **extra)
+    learnable = cls(**values, **extra, trainable=True)
+    assert {name for name, _ in learnable.named_parameters()} == set(values)
+    assert list(fixed.parameters()) == []
+    assert repr(learnable) == repr(fixed)[:-1] + ", trainable=True)"
+    batch = batch_from_atoms([STRUCTURES["crystal"]], fixed.cutoff)
+    reference = evaluate(fixed, batch, ("energy", "forces"))
+    result = evaluate(learnable, batch, ("energy", "forces"), create_graph=True)
+    _assert_close(result["energy"].detach(), reference["energy"], RTOL, "energy")
+    _assert_close(result["forces"].detach(), reference["forces"], RTOL, "forces")
+
+    energy = result["energy"].sum()
+    grads = torch.autograd.grad(energy, [getattr(learnable, name) for name in values])
+    assert float(grads[0]) == pytest.approx(float(energy.detach()) / values["epsilon"], rel=1e-12)
+    for (name, value), grad in zip(values.items(), grads, strict=True):
+        h = 1e-6 * value
+
+        def energy_at(x: float, name=name) -> float:
+            model = cls(**{**values, name: x}, **extra)
+            return float(evaluate(model, batch, ("energy",))["energy"])
+
+        expected = (energy_at(value + h) - energy_at(value - h)) / (2 * h)
+        assert float(grad) == pytest.approx(expected, rel=1e-7), name
