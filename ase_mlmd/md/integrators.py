@@ -45,6 +45,15 @@ def _check_timestep(timestep_fs: float) -> float:
     return float(timestep_fs) * units.fs
 
 
+def _time_constant(value_fs: float | None, timestep_fs: float, name: str) -> float:
+    """A thermostat time constant in ASE time units (default: 100 time steps)."""
+    if value_fs is None:
+        return 100 * timestep_fs * units.fs
+    if not (isinstance(value_fs, int | float) and math.isfinite(value_fs) and value_fs > 0):
+        raise ValueError(f"{name} must be a positive number of fs, got {value_fs!r}")
+    return float(value_fs) * units.fs
+
+
 def _per_system(value: Schedule, state: MDState, name: str, positive: bool = False):
     tensor = torch.as_tensor(value, dtype=state.dtype, device=state.device).reshape(-1)
     if tensor.numel() == 1:
@@ -151,7 +160,7 @@ def nose_hoover_chain(
     dt = _check_timestep(timestep_fs)
     if chain_length < 1:
         raise ValueError(f"chain_length must be >= 1, got {chain_length}")
-    tau = (tdamp_fs if tdamp_fs is not None else 100 * timestep_fs) * units.fs
+    tau = _time_constant(tdamp_fs, timestep_fs, "tdamp_fs")
 
     def init(state: MDState) -> MDState:
         forcefield.check(state)
@@ -174,7 +183,10 @@ def nose_hoover_chain(
         th = state.thermostat
         kT = units.kB * th["temperature"]
         dof = 3.0 * state.n_atoms.to(state.dtype)
-        q, v, eta = th["eta_mass"], th["eta_velocity"].clone(), th["eta"].clone()
+        q = th["eta_mass"]
+        # chain velocities as a list of (B,) columns: no in-place writes, so the update stays
+        # differentiable (differentiable MD backpropagates through it)
+        v = list(th["eta_velocity"].unbind(dim=1))
         kinetic2 = 2.0 * state.kinetic_energy()
         h = 0.5 * dt  # this half step; dt/4 and dt/8 sub-steps as in Frenkel & Smit
         m = chain_length
@@ -182,21 +194,22 @@ def nose_hoover_chain(
         def force(j: int, kinetic2: torch.Tensor) -> torch.Tensor:
             if j == 0:
                 return (kinetic2 - dof * kT) / q[:, 0]
-            return (q[:, j - 1] * v[:, j - 1] ** 2 - kT) / q[:, j]
+            return (q[:, j - 1] * v[j - 1] ** 2 - kT) / q[:, j]
 
-        v[:, m - 1] = v[:, m - 1] + 0.5 * h * force(m - 1, kinetic2)
+        v[m - 1] = v[m - 1] + 0.5 * h * force(m - 1, kinetic2)
         for j in range(m - 2, -1, -1):
-            damp = torch.exp(-0.25 * h * v[:, j + 1])
-            v[:, j] = (v[:, j] * damp + 0.5 * h * force(j, kinetic2)) * damp
-        scale = torch.exp(-h * v[:, 0])
+            damp = torch.exp(-0.25 * h * v[j + 1])
+            v[j] = (v[j] * damp + 0.5 * h * force(j, kinetic2)) * damp
+        scale = torch.exp(-h * v[0])
         momenta = state.momenta * scale[state.system_idx, None]
         kinetic2 = kinetic2 * scale**2
-        eta = eta + h * v
+        eta = th["eta"] + h * torch.stack(v, dim=1)
         for j in range(m - 1):
-            damp = torch.exp(-0.25 * h * v[:, j + 1])
-            v[:, j] = (v[:, j] * damp + 0.5 * h * force(j, kinetic2)) * damp
-        v[:, m - 1] = v[:, m - 1] + 0.5 * h * force(m - 1, kinetic2)
-        return _with_thermostat(state.replace(momenta=momenta), eta=eta, eta_velocity=v)
+            damp = torch.exp(-0.25 * h * v[j + 1])
+            v[j] = (v[j] * damp + 0.5 * h * force(j, kinetic2)) * damp
+        v[m - 1] = v[m - 1] + 0.5 * h * force(m - 1, kinetic2)
+        velocity = torch.stack(v, dim=1)
+        return _with_thermostat(state.replace(momenta=momenta), eta=eta, eta_velocity=velocity)
 
     def step(state: MDState) -> MDState:
         state = chain_half_step(state)
@@ -233,7 +246,7 @@ def bussi(
     generator.
     """
     dt = _check_timestep(timestep_fs)
-    tau = (taut_fs if taut_fs is not None else 100 * timestep_fs) * units.fs
+    tau = _time_constant(taut_fs, timestep_fs, "taut_fs")
     gen_holder: list[torch.Generator] = []
 
     def init(state: MDState) -> MDState:

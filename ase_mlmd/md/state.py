@@ -19,7 +19,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase_mlmd.batch import AtomsBatch, check_structure, model_cell
 from ase_mlmd.errors import InvalidStructureError
 from ase_mlmd.models.interface import scatter_sum
-from ase_mlmd.structures import to_atoms
+from ase_mlmd.structures import is_single_structure, to_atoms
 
 ATOM_FIELDS = ("positions", "momenta", "masses", "numbers", "system_idx", "forces", "energies")
 SYSTEM_FIELDS = ("cell", "pbc", "energy")
@@ -182,7 +182,7 @@ class MDState:
             InvalidStructureError: NaN/inf positions or momenta, a degenerate periodic cell, an
                 empty structure or non-positive masses.
         """
-        if isinstance(structures, Atoms) or not isinstance(structures, Sequence):
+        if is_single_structure(structures):
             structures = [structures]
         atoms_list = [to_atoms(s) for s in structures]
         if not atoms_list:
