@@ -25,14 +25,18 @@ def liquid_argon(n_cells: int = 3, seed: int = 0):
 class CLICommand:
     """Run the embedded demo: liquid argon with the shipped lj-argon card.
 
-    Melts and equilibrates 108 argon atoms at Rahman's 1964 state point (94.4 K,
-    1.374 g/cm^3) with Langevin dynamics, then runs NVE and reports the energy drift and the
-    position of the first peak of g(r). Writes trajectories and logs to the output folder.
+    Melts 108 argon atoms (FCC start) at 300 K, equilibrates the liquid at Rahman's 1964 state
+    point (94.4 K, 1.374 g/cm^3) with Langevin dynamics, then runs NVE and reports the energy
+    drift and the position of the first peak of g(r). Writes trajectories and logs to the output
+    folder.
     """
 
     @staticmethod
     def add_arguments(parser) -> None:
         parser.add_argument("-o", "--output", default="out/demo", help="output folder")
+        parser.add_argument(
+            "--melt-steps", type=int, default=400, help="steps (5 fs) melting the start at 300 K"
+        )
         parser.add_argument("--steps", type=int, default=2000, help="NVT steps (5 fs each)")
         parser.add_argument("--nve-steps", type=int, default=1000, help="NVE steps afterwards")
         parser.add_argument("--calc", default="lj-argon", help="card to use (default lj-argon)")
@@ -55,6 +59,18 @@ class CLICommand:
             f"demo: {len(atoms)} Ar atoms, {args.calc}, box {atoms.cell.lengths()[0]:.2f} Å, "
             f"{RAHMAN_TEMPERATURE_K} K"
         )
+        progress = not args.no_progress
+        # melt the FCC start at 300 K, then equilibrate the liquid at 94.4 K
+        melt = AseMDConfig(
+            "nvt-langevin",
+            300.0,
+            timestep_fs=5.0,
+            steps=args.melt_steps,
+            friction_per_fs=0.01,
+            save_every=20,
+            log_every=100,
+        )
+        run_ase_md(atoms, calc, melt, out / "melt.traj", out / "melt.log", progress=progress)
         nvt = AseMDConfig(
             "nvt-langevin",
             RAHMAN_TEMPERATURE_K,
@@ -63,10 +79,9 @@ class CLICommand:
             friction_per_fs=0.002,
             save_every=20,
             log_every=100,
+            keep_velocities=True,
         )
-        run_ase_md(
-            atoms, calc, nvt, out / "nvt.traj", out / "nvt.log", progress=not args.no_progress
-        )
+        run_ase_md(atoms, calc, nvt, out / "nvt.traj", out / "nvt.log", progress=progress)
         nve = AseMDConfig(
             "nve",
             RAHMAN_TEMPERATURE_K,
@@ -103,4 +118,4 @@ class CLICommand:
             f"g(r): first peak at {r[np.argmax(g)]:.2f} Å, height {g.max():.2f} "
             "(liquid argon, Rahman 1964: ≈3.7 Å)"
         )
-        print(f"outputs: {out}/nvt.traj, nvt.log, nve.traj, nve.log")
+        print(f"outputs: {out}/melt.traj, nvt.traj, nve.traj and their .log files")

@@ -287,3 +287,32 @@ def test_run_nequip_backend_with_a_card(files, nequip_card):
     frames = read(files / "w.traj", index=":")
     assert len(frames) == 3
     assert all(np.isfinite(f.get_forces()).all() for f in frames)
+
+
+def test_demo_runs_and_reports_a_liquid(files, capsys):
+    """A short `ase-mlmd demo`: trajectories written, tiny NVE drift, first g(r) peak of liquid
+    argon near 3.7 Å."""
+    import re
+
+    main(
+        [
+            "demo",
+            "-o",
+            "demo",
+            "--melt-steps",
+            "100",
+            "--steps",
+            "200",
+            "--nve-steps",
+            "200",
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    for name in ("melt.traj", "nvt.traj", "nve.traj", "nve.log"):
+        assert (files / "demo" / name).stat().st_size > 0
+    drift = float(re.search(r"drift ([0-9.]+) meV/atom", out).group(1))
+    peak = float(re.search(r"first peak at ([0-9.]+) Å", out).group(1))
+    assert drift < 0.1
+    assert 3.5 < peak < 3.9
+    assert len(read(files / "demo" / "nve.traj", index=":")) == 200 // 10 + 1
