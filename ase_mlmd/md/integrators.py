@@ -65,10 +65,12 @@ def _per_system(value: Schedule, state: MDState, name: str, positive: bool = Fal
     return tensor
 
 
-def _generator(state: MDState, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=state.device)
-    gen.manual_seed(int(seed))
-    return gen
+def _generator(integrator: Integrator, state: MDState, seed: int) -> torch.Generator:
+    """The integrator's generator, created (seeded, on the state's device) at the first init."""
+    if integrator.generator is None:
+        integrator.generator = torch.Generator(device=state.device)
+        integrator.generator.manual_seed(int(seed))
+    return integrator.generator
 
 
 def _kick(state: MDState, dt: float) -> MDState:
@@ -110,13 +112,10 @@ def langevin(
 ) -> Integrator:
     """Langevin dynamics, BAOAB splitting (Leimkuhler & Matthews), per-system T and friction."""
     dt = _check_timestep(timestep_fs)
-    gen_holder: list[torch.Generator] = []
 
     def init(state: MDState) -> MDState:
         forcefield.check(state)
-        if not gen_holder:
-            gen_holder.append(_generator(state, seed))
-        integrator.generator = gen_holder[0]
+        _generator(integrator, state, seed)
         state = _with_thermostat(
             state,
             temperature=_per_system(temperature_K, state, "temperature"),
@@ -130,7 +129,10 @@ def langevin(
         c1 = torch.exp(-th["friction"] * dt)[state.system_idx, None]
         kT = (units.kB * th["temperature"])[state.system_idx, None]
         noise = torch.randn(
-            state.momenta.shape, generator=gen_holder[0], device=state.device, dtype=state.dtype
+            state.momenta.shape,
+            generator=integrator.generator,
+            device=state.device,
+            dtype=state.dtype,
         )
         sigma = torch.sqrt((1.0 - c1**2) * kT * state.masses[:, None])
         state = state.replace(momenta=c1 * state.momenta + sigma * noise)
@@ -247,20 +249,17 @@ def bussi(
     """
     dt = _check_timestep(timestep_fs)
     tau = _time_constant(taut_fs, timestep_fs, "taut_fs")
-    gen_holder: list[torch.Generator] = []
 
     def init(state: MDState) -> MDState:
         forcefield.check(state)
-        if not gen_holder:
-            gen_holder.append(_generator(state, seed))
-        integrator.generator = gen_holder[0]
+        _generator(integrator, state, seed)
         state = _with_thermostat(
             state, temperature=_per_system(temperature_K, state, "temperature")
         )
         return forcefield(state, create_graph=differentiable)
 
     def rescale(state: MDState) -> MDState:
-        gen = gen_holder[0]
+        gen = integrator.generator
         dof = 3 * state.n_atoms
         kinetic = state.kinetic_energy()
         target = 0.5 * dof.to(state.dtype) * units.kB * state.thermostat["temperature"]
