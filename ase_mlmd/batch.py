@@ -62,10 +62,15 @@ class AtomsBatch:
     def edge_vectors(self) -> torch.Tensor:
         """(E, 3) vectors r_ij = x_j - x_i + shift @ cell, differentiable in positions and cell."""
         i, j = self.edge_index
-        shift_vectors = torch.einsum(
-            "ek,ekl->el", self.cell_shifts.to(self.dtype), self.cell[self.system_idx[i]]
-        )
-        return self.positions[j] - self.positions[i] + shift_vectors
+        shifts = self.cell_shifts.to(self.dtype)
+        # index_select (backward: index_add) is much faster than advanced indexing on CPU
+        if self.cell.shape[0] == 1:
+            shift_vectors = shifts @ self.cell[0]
+        else:
+            cells = self.cell.index_select(0, self.system_idx.index_select(0, i))
+            shift_vectors = torch.bmm(shifts.unsqueeze(1), cells).squeeze(1)
+        positions = self.positions
+        return positions.index_select(0, j) - positions.index_select(0, i) + shift_vectors
 
     def replace(self, **changes: Any) -> AtomsBatch:
         """A shallow copy with some fields replaced."""

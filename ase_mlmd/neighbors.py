@@ -1,8 +1,14 @@
-"""Neighbor lists for batches of systems, computed with vesin.
+"""Neighbor lists for batches of systems.
 
 Every pair within the cutoff is listed in both directions (a *full* list) so that models may
 treat edges as directed. Periodic images are handled for any cell, including cells smaller than
 twice the cutoff (several images of the same neighbor are then separate edges).
+
+Periodic systems and large open ones go through vesin, one call per system. Small open systems
+(molecules, clusters: up to :data:`ALL_PAIRS_MAX_ATOMS` atoms) are handled together by one
+vectorized all-pairs test in torch, on the batch's device: for a batch of many small molecules
+this replaces one vesin call per molecule by a few tensor operations. Both give the same pairs
+(``d < cutoff``, no self pairs), ordered by centre atom then neighbor.
 """
 
 from __future__ import annotations
@@ -14,6 +20,11 @@ import torch
 import vesin
 
 _cache = threading.local()
+
+#: open (non-periodic) systems with at most this many atoms get the batched all-pairs test
+ALL_PAIRS_MAX_ATOMS = 128
+#: candidate pairs tested at once by the all-pairs path (bounds its memory)
+ALL_PAIRS_CHUNK = 1 << 22
 
 
 def _vesin(cutoff: float) -> vesin.NeighborList:
@@ -64,6 +75,48 @@ def system_neighbors(
     return np.stack([i.astype(np.int64), j.astype(np.int64)]), shifts.astype(np.int64)
 
 
+def _all_pairs_neighbors(
+    positions: torch.Tensor,
+    starts: torch.Tensor,
+    counts: torch.Tensor,
+    cutoff: float,
+) -> torch.Tensor:
+    """All pairs i != j with |x_j - x_i| < cutoff inside each of several open systems.
+
+    Args:
+        positions: (N, 3) positions of the whole batch.
+        starts: (S,) index of each system's first atom.
+        counts: (S,) atoms per system.
+        cutoff: pair cutoff, Å.
+
+    Returns:
+        (2, E) int64 global indices, grouped by system in the given order, then by i, then j.
+    """
+    device = positions.device
+    sizes = counts * counts
+    bounds = torch.cumsum(sizes, 0).tolist()
+    edges = []
+    lo, first = 0, 0
+    # chunks of whole systems, each with at most ALL_PAIRS_CHUNK candidate pairs (or one system)
+    while first < len(bounds):
+        last = first
+        while last + 1 < len(bounds) and bounds[last + 1] - lo <= ALL_PAIRS_CHUNK:
+            last += 1
+        part = slice(first, last + 1)
+        n, start, size = counts[part], starts[part], sizes[part]
+        system = torch.repeat_interleave(torch.arange(len(n), device=device), size)
+        offset = torch.cumsum(size, 0) - size
+        local = torch.arange(int(bounds[last]) - lo, device=device) - offset[system]
+        width = n[system]
+        i = start[system] + torch.div(local, width, rounding_mode="floor")
+        j = start[system] + local % width
+        d2 = (positions.index_select(0, j) - positions.index_select(0, i)).square().sum(dim=1)
+        keep = (d2 < cutoff * cutoff) & (i != j)
+        edges.append(torch.stack([i[keep], j[keep]]))
+        lo, first = int(bounds[last]), last + 1
+    return torch.cat(edges, dim=1)
+
+
 def batch_neighbors(
     positions: torch.Tensor,
     cell: torch.Tensor,
@@ -73,6 +126,9 @@ def batch_neighbors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full neighbor lists of every system in a batch, concatenated with global atom indices.
 
+    Small open systems are handled together by a vectorized all-pairs test, the others by
+    vesin (see the module docstring); the pairs are the same either way.
+
     Args:
         positions: (N, 3) positions of all atoms, Å.
         cell: (B, 3, 3) cells.
@@ -81,8 +137,65 @@ def batch_neighbors(
         cutoff: pair cutoff, Å.
 
     Returns:
-        ``edge_index`` (2, E) int64 and ``cell_shifts`` (E, 3) int64 on the input's device.
+        ``edge_index`` (2, E) int64 and ``cell_shifts`` (E, 3) int64 on the input's device,
+        grouped by system in batch order.
     """
+    device = positions.device
+    counts = torch.bincount(system_idx, minlength=cell.shape[0])
+    small_open = ~pbc.detach().to(device).any(dim=1) & (counts <= ALL_PAIRS_MAX_ATOMS)
+    small_open &= counts > 0
+    if bool(small_open.all()):
+        starts = torch.cumsum(counts, 0) - counts
+        pos = positions.detach().to(torch.float64)
+        edge_index = _all_pairs_neighbors(pos, starts, counts, cutoff)
+        shifts = torch.zeros((edge_index.shape[1], 3), dtype=torch.int64, device=device)
+        return edge_index, shifts
+    if bool(small_open.any()):
+        return _mixed_batch_neighbors(positions, cell, pbc, system_idx, cutoff, small_open)
+    return _vesin_batch_neighbors(positions, cell, pbc, system_idx, cutoff)
+
+
+def _mixed_batch_neighbors(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    pbc: torch.Tensor,
+    system_idx: torch.Tensor,
+    cutoff: float,
+    small_open: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both paths in one batch: all-pairs for ``small_open`` systems, vesin for the others."""
+    device = positions.device
+    counts = torch.bincount(system_idx, minlength=cell.shape[0])
+    starts = torch.cumsum(counts, 0) - counts
+    chosen = small_open.nonzero().reshape(-1)
+    pos = positions.detach().to(torch.float64)
+    pairs = _all_pairs_neighbors(pos, starts[chosen], counts[chosen], cutoff)
+    others = (~small_open).nonzero().reshape(-1)
+    atoms = (~small_open)[system_idx]
+    sub_edges, sub_shifts = _vesin_batch_neighbors(
+        pos[atoms],
+        cell[others],
+        pbc[others],
+        torch.repeat_interleave(torch.arange(len(others), device=device), counts[others]),
+        cutoff,
+    )
+    global_index = atoms.nonzero().reshape(-1)  # position in the subset -> batch atom index
+    edge_index = torch.cat([pairs, global_index[sub_edges]], dim=1)
+    shifts = torch.cat(
+        [torch.zeros((pairs.shape[1], 3), dtype=torch.int64, device=device), sub_shifts]
+    )
+    order = torch.sort(system_idx[edge_index[0]], stable=True).indices  # batch order
+    return edge_index[:, order], shifts[order]
+
+
+def _vesin_batch_neighbors(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    pbc: torch.Tensor,
+    system_idx: torch.Tensor,
+    cutoff: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One vesin call per system."""
     n_per_system = torch.bincount(system_idx, minlength=cell.shape[0]).tolist()
     device = positions.device
     on_cpu = device.type == "cpu"

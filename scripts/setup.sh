@@ -9,6 +9,10 @@
 # back to schnetpack 2.0.4, whose torchmetrics==1.0.1 pin conflicts with nequip. So its runtime
 # dependencies come through the `schnetpack` extra and schnetpack itself is installed with
 # --no-deps. ase_mlmd.models.backends.schnetpack makes it import on new torch.
+#
+# TorchSim (`bench` extra, PyPI name torch-sim-atomistic, used by benchmarks/md_throughput.py)
+# resolves within the constraints without touching torch, numpy or nequip (it only adds
+# pytables and its dependencies); the check at the end fails loudly if torch was changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +34,7 @@ PIP=".venv/bin/python -m pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "setup: installing pinned dependencies (first time: a few minutes)"
 $PIP install -q -c requirements/constraints.txt "torch==2.13.0"
-$PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,dev]"
+$PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,dev,bench]"
 $PIP install -q --no-deps -c requirements/constraints.txt "schnetpack==2.1.1"
-.venv/bin/python -c "import ase_mlmd, nequip, torch; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); print('setup: ok, torch', torch.__version__)"
+.venv/bin/python -c "import ase_mlmd, nequip, torch, torch_sim; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); assert torch.__version__.startswith('2.13.0'), torch.__version__; print('setup: ok, torch', torch.__version__)"
 touch .venv/.installed

@@ -5,17 +5,37 @@ since the last build (then no pair can have entered the cutoff unseen). Each cal
 pairs inside ``cutoff``, so the model sees exactly the pairs a fresh list would give. The
 rebuild decision is taken for the whole batch: if any atom of any system moved too far, or a
 cell or the set of atoms changed, everything is rebuilt — no pair is ever dropped.
+
+Between builds a pair's distance changes by at most ``skin`` (each atom moves at most
+``skin/2``). So a pair closer than ``cutoff - skin`` at the build stays inside the cutoff until
+the next build, and only the pairs of the shell between ``cutoff - skin`` and ``cutoff + skin``
+are measured at each call; when none of them crossed the cutoff since the previous call, the
+previous call's list is returned as is.
+
+On CPU, a large batch is evaluated in groups of consecutive systems of about
+:data:`CPU_CHUNK_EDGES` edges each (a system is never split): systems do not interact, so the
+results are those of one call, while the tensors of each group stay small enough for the CPU
+caches (for an 864-atom Lennard-Jones box, 64 replicas in one call take about twice as long per
+atom as one replica). On a GPU the whole batch is one call.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.errors import UnsupportedSpeciesError
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.backends import as_energy_model
 from ase_mlmd.models.interface import EnergyModel, evaluate
 from ase_mlmd.neighbors import batch_neighbors
+
+#: on CPU, systems are evaluated in groups of about this many edges ("auto"). Measured on a
+#: 2-core CPU (benchmarks/md_throughput.py models): SchNet (128 features) runs fastest at 2-4k
+#: edges per call, NequIP (32 features, 3 layers; a larger fixed cost per call) at 4-8k, and
+#: Lennard-Jones one 864-atom box (67k edges) per call rather than several at once
+CPU_CHUNK_EDGES = 6144
+PROPERTIES = ("energy", "forces", "energies")
 
 
 class ForceField:
@@ -24,19 +44,34 @@ class ForceField:
     Args:
         model: an energy model (or a nequip / schnetpack model, wrapped automatically).
         skin: Verlet skin, Å; 0 rebuilds the list at every call.
+        chunk_edges: evaluate a batch of E edges in ceil(E / chunk_edges) groups of
+            consecutive systems with about equal numbers of edges (a system is never split);
+            ``None``: one call for the whole batch; ``"auto"``: :data:`CPU_CHUNK_EDGES` on
+            CPU, one call on other devices.
 
     Attributes:
         n_builds: how many times the neighbor list was built (for monitoring / tests).
     """
 
-    def __init__(self, model: torch.nn.Module, skin: float = 1.0) -> None:
+    def __init__(
+        self, model: torch.nn.Module, skin: float = 1.0, chunk_edges: int | str | None = "auto"
+    ) -> None:
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        if chunk_edges != "auto" and chunk_edges is not None:
+            if isinstance(chunk_edges, str) or int(chunk_edges) < 1:
+                raise ValueError(f"chunk_edges must be 'auto', None or >= 1, got {chunk_edges!r}")
+            chunk_edges = int(chunk_edges)
+        self.chunk_edges = chunk_edges
+        self._plan: tuple[torch.Tensor, int, list[_Chunk]] | None = None
         self.model: EnergyModel = as_energy_model(model)
         self.skin = float(skin)
         self.n_builds = 0
         self._reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._edges: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._shell: _Shell | None = None
+        self._current: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._current_inside: torch.Tensor | None = None
 
     @property
     def cutoff(self) -> float:
@@ -53,46 +88,71 @@ class ForceField:
         """Forget the neighbor list (the next call rebuilds it)."""
         self._reference = None
         self._edges = None
+        self._shell = None
+        self._current = None
+        self._current_inside = None
+        self._plan = None
 
     def _needs_build(self, state: MDState) -> bool:
         if self._reference is None or self.skin == 0:
             return True
         positions, cell, system_idx = self._reference
-        if positions.shape != state.positions.shape or not torch.equal(
-            system_idx, state.system_idx
-        ):
+        if positions.shape != state.positions.shape:
+            return True
+        if state.system_idx is not system_idx and not torch.equal(system_idx, state.system_idx):
             return True
         if not torch.equal(cell, state.cell.detach()):
             return True
         moved = (state.positions.detach() - positions).square().sum(dim=1).max()
         return bool(moved > (0.5 * self.skin) ** 2)
 
+    def _build(self, state: MDState) -> None:
+        """Build the list at ``cutoff + skin`` and sort its pairs into sure ones and the shell."""
+        positions = state.positions.detach()
+        cell = state.cell.detach()
+        edge_index, shifts = batch_neighbors(
+            positions, cell, state.pbc, state.system_idx, self.cutoff + self.skin
+        )
+        self._edges = (edge_index, shifts)
+        self._reference = (positions.clone(), cell.clone(), state.system_idx)
+        self.n_builds += 1
+        self._current = None
+        if self.skin == 0:
+            self._shell = None
+            return
+        shift_vectors = None
+        if bool(shifts.any()):
+            shift_vectors = _shift_vectors(shifts, cell, state.system_idx[edge_index[0]])
+        d2 = _squared_lengths(positions, edge_index, shift_vectors)
+        sure_radius = self.cutoff - self.skin
+        # margin: the sure pairs must stay inside under rounding as well
+        sure = d2 < (sure_radius * (1.0 - 1e-9)) ** 2 if sure_radius > 0 else d2 < 0
+        index = (~sure).nonzero().reshape(-1)
+        self._shell = _Shell(
+            sure=sure,
+            index=index,
+            edge_index=edge_index.index_select(1, index),
+            shift_vectors=None if shift_vectors is None else shift_vectors[index],
+        )
+
     def neighbors(self, state: MDState) -> tuple[torch.Tensor, torch.Tensor]:
         """Edges (2, E) and integer cell shifts (E, 3) of all pairs within the cutoff."""
         if self._needs_build(state):
-            positions = state.positions.detach()
-            self._edges = batch_neighbors(
-                positions,
-                state.cell.detach(),
-                state.pbc,
-                state.system_idx,
-                self.cutoff + self.skin,
-            )
-            self._reference = (positions.clone(), state.cell.detach().clone(), state.system_idx)
-            self.n_builds += 1
+            self._build(state)
         edge_index, shifts = self._edges
         if self.skin == 0:
             return edge_index, shifts
+        shell = self._shell
         with torch.no_grad():
-            i, j = edge_index
-            cell = state.cell.detach()
-            vectors = (
-                state.positions.detach()[j]
-                - state.positions.detach()[i]
-                + torch.einsum("ek,ekl->el", shifts.to(cell.dtype), cell[state.system_idx[i]])
-            )
-            inside = vectors.square().sum(dim=1) < self.cutoff**2
-        return edge_index[:, inside], shifts[inside]
+            d2 = _squared_lengths(state.positions.detach(), shell.edge_index, shell.shift_vectors)
+            inside = d2 < self.cutoff**2
+        if self._current is not None and torch.equal(inside, self._current_inside):
+            return self._current
+        keep = shell.sure.clone()
+        keep[shell.index] = inside
+        self._current = (edge_index[:, keep], shifts[keep])
+        self._current_inside = inside
+        return self._current
 
     def __call__(self, state: MDState, create_graph: bool = False) -> MDState:
         """The state with ``forces``, ``energy`` (and ``energies`` if given) at its positions.
@@ -102,9 +162,132 @@ class ForceField:
             create_graph: keep the graph through the forces (differentiable MD).
         """
         edge_index, shifts = self.neighbors(state)
-        batch = state.atoms_batch(edge_index, shifts)
-        properties = ("energy", "forces", "energies")
-        out = evaluate(self.model, batch, properties, create_graph=create_graph)
-        return state.replace(
-            forces=out["forces"], energy=out["energy"], energies=out.get("energies")
+        chunks = self._chunks(state, edge_index, shifts)
+        if chunks is None:
+            batch = state.atoms_batch(edge_index, shifts)
+            out = evaluate(self.model, batch, PROPERTIES, create_graph=create_graph)
+            energies = out.get("energies")
+        else:
+            outs = [
+                evaluate(self.model, c.batch(state), PROPERTIES, create_graph=create_graph)
+                for c in chunks
+            ]
+            out = {key: torch.cat([o[key] for o in outs]) for key in ("energy", "forces")}
+            has_energies = all("energies" in o for o in outs)
+            energies = torch.cat([o["energies"] for o in outs]) if has_energies else None
+        return state.replace(forces=out["forces"], energy=out["energy"], energies=energies)
+
+    def _chunk_limit(self, state: MDState) -> int | None:
+        if self.chunk_edges == "auto":
+            return CPU_CHUNK_EDGES if state.device.type == "cpu" else None
+        return self.chunk_edges
+
+    def _chunks(
+        self, state: MDState, edge_index: torch.Tensor, shifts: torch.Tensor
+    ) -> list[_Chunk] | None:
+        """Groups of consecutive systems of about ``chunk_edges`` edges, or None for one call.
+
+        The plan is kept while the neighbor list (the same tensor) is returned again.
+        """
+        limit = self._chunk_limit(state)
+        if limit is None or edge_index.shape[1] <= limit or state.n_systems == 1:
+            return None
+        if self._plan is not None and self._plan[0] is edge_index and self._plan[1] == limit:
+            return self._plan[2]
+        device = state.device
+        bounds = torch.arange(state.n_systems + 1, device=device)
+        # edges are grouped by system in batch order (batch_neighbors; filtering keeps order)
+        edge_system = state.system_idx.index_select(0, edge_index[0])
+        edge_bounds = torch.searchsorted(edge_system, bounds)
+        atom_bounds = torch.searchsorted(state.system_idx, bounds).tolist()
+        # balanced groups: cut at the system boundaries nearest to multiples of E / n_groups
+        n_edges = edge_index.shape[1]
+        n_groups = -(-n_edges // limit)
+        targets = torch.arange(1, n_groups, device=device) * (n_edges / n_groups)
+        cuts = torch.searchsorted(edge_bounds.to(targets.dtype), targets).tolist()
+        cuts = sorted({0, state.n_systems, *(min(max(c, 1), state.n_systems) for c in cuts)})
+        edge_bounds = edge_bounds.tolist()
+        chunks = []
+        for first, end in zip(cuts[:-1], cuts[1:], strict=True):
+            atoms = slice(atom_bounds[first], atom_bounds[end])
+            edges = slice(edge_bounds[first], edge_bounds[end])
+            chunks.append(
+                _Chunk(
+                    systems=slice(first, end),
+                    atoms=atoms,
+                    system_idx=state.system_idx[atoms] - first,
+                    edge_index=edge_index[:, edges] - atoms.start,
+                    shifts=shifts[edges],
+                )
+            )
+        if len(chunks) == 1:
+            chunks = None
+        self._plan = (edge_index, limit, chunks)
+        return chunks
+
+
+class _Chunk:
+    """A group of consecutive systems of a batch and their part of the neighbor list."""
+
+    __slots__ = ("systems", "atoms", "system_idx", "edge_index", "shifts")
+
+    def __init__(
+        self,
+        systems: slice,
+        atoms: slice,
+        system_idx: torch.Tensor,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor,
+    ) -> None:
+        self.systems = systems
+        self.atoms = atoms
+        self.system_idx = system_idx  # numbered from 0 within the group
+        self.edge_index = edge_index  # atom indices from 0 within the group
+        self.shifts = shifts
+
+    def batch(self, state: MDState) -> AtomsBatch:
+        """The model input for this group of ``state``'s systems."""
+        return AtomsBatch(
+            state.positions[self.atoms],
+            state.numbers[self.atoms],
+            state.cell[self.systems],
+            state.pbc[self.systems],
+            self.system_idx,
+            self.edge_index,
+            self.shifts,
         )
+
+
+class _Shell:
+    """The pairs of a skin list that may cross the cutoff before the next build."""
+
+    __slots__ = ("sure", "index", "edge_index", "shift_vectors")
+
+    def __init__(
+        self,
+        sure: torch.Tensor,
+        index: torch.Tensor,
+        edge_index: torch.Tensor,
+        shift_vectors: torch.Tensor | None,
+    ) -> None:
+        self.sure = sure  # (E,) bool: inside the cutoff until the next build
+        self.index = index  # (S,) positions of the shell pairs in the list
+        self.edge_index = edge_index  # (2, S)
+        self.shift_vectors = shift_vectors  # (S, 3) Å, or None when every shift is zero
+
+
+def _shift_vectors(shifts: torch.Tensor, cell: torch.Tensor, edge_system: torch.Tensor):
+    """(E, 3) Cartesian image shifts ``shifts @ cell`` of each edge's system, Å."""
+    return torch.bmm(shifts.to(cell.dtype).unsqueeze(1), cell.index_select(0, edge_system)).squeeze(
+        1
+    )
+
+
+def _squared_lengths(
+    positions: torch.Tensor, edge_index: torch.Tensor, shift_vectors: torch.Tensor | None
+) -> torch.Tensor:
+    """(E,) squared edge lengths |x_j - x_i + shift|², Å²."""
+    vectors = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0])
+    if shift_vectors is not None:
+        vectors = vectors + shift_vectors
+    return vectors.square().sum(dim=1)
