@@ -125,8 +125,13 @@ class ForceField:
             shift_vectors = _shift_vectors(shifts, cell, state.system_idx[edge_index[0]])
         d2 = _squared_lengths(positions, edge_index, shift_vectors)
         sure_radius = self.cutoff - self.skin
-        # margin: the sure pairs must stay inside under rounding as well
-        sure = d2 < (sure_radius * (1.0 - 1e-9)) ** 2 if sure_radius > 0 else d2 < 0
+        # a relative margin well above rounding: sure pairs must stay inside in this dtype too
+        margin = 1.0 - 1000.0 * torch.finfo(d2.dtype).eps
+        sure = (
+            d2 < (sure_radius * margin) ** 2
+            if sure_radius > 0
+            else torch.zeros_like(d2, dtype=torch.bool)
+        )
         index = (~sure).nonzero().reshape(-1)
         self._shell = _Shell(
             sure=sure,
