@@ -185,7 +185,8 @@ def test_clone_is_independent():
 
 
 def test_pymatgen_structure_and_molecule_input():
-    adaptor = pytest.importorskip("pymatgen.io.ase").AseAtomsAdaptor
+    from pymatgen.io.ase import AseAtomsAdaptor as adaptor
+
     crystal, cluster = make_ar_crystal(), make_ar_cluster()
     structure = adaptor.get_structure(crystal)
     molecule = adaptor.get_molecule(cluster)
