@@ -20,8 +20,51 @@ from ase_mlmd.neighbors import system_neighbors
 from ase_mlmd.structures import to_atoms
 
 
+class SystemSizes:
+    """Sizes of a batch of systems, for classes with ``positions`` (N, 3), ``cell`` (B, 3, 3)
+    and ``system_idx`` (N,) fields (:class:`AtomsBatch`, the MD state)."""
+
+    positions: torch.Tensor
+    cell: torch.Tensor
+    system_idx: torch.Tensor
+
+    @property
+    def n_systems(self) -> int:
+        return int(self.cell.shape[0])
+
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        """(B,) number of atoms per system."""
+        return torch.bincount(self.system_idx, minlength=self.n_systems)
+
+    @property
+    def device(self) -> torch.device:
+        return self.positions.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.positions.dtype
+
+
+def cartesian_shifts(
+    cell_shifts: torch.Tensor, cell: torch.Tensor, edge_system: torch.Tensor
+) -> torch.Tensor:
+    """(E, 3) Cartesian image shifts ``cell_shifts @ cell[edge_system]``, Å.
+
+    Args:
+        cell_shifts: (E, 3) integer image shifts.
+        cell: (B, 3, 3) cells.
+        edge_system: (E,) system of each edge.
+    """
+    shifts = cell_shifts.to(cell.dtype)
+    # index_select (backward: index_add) is much faster than advanced indexing on CPU
+    if cell.shape[0] == 1:
+        return shifts @ cell[0]
+    return torch.bmm(shifts.unsqueeze(1), cell.index_select(0, edge_system)).squeeze(1)
+
+
 @dataclasses.dataclass
-class AtomsBatch:
+class AtomsBatch(SystemSizes):
     """B systems with N atoms in total and E directed edges.
 
     Attributes:
@@ -42,33 +85,10 @@ class AtomsBatch:
     edge_index: torch.Tensor
     cell_shifts: torch.Tensor
 
-    @property
-    def n_systems(self) -> int:
-        return int(self.cell.shape[0])
-
-    @property
-    def n_atoms(self) -> torch.Tensor:
-        """(B,) number of atoms per system."""
-        return torch.bincount(self.system_idx, minlength=self.n_systems)
-
-    @property
-    def device(self) -> torch.device:
-        return self.positions.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.positions.dtype
-
     def edge_vectors(self) -> torch.Tensor:
         """(E, 3) vectors r_ij = x_j - x_i + shift @ cell, differentiable in positions and cell."""
         i, j = self.edge_index
-        shifts = self.cell_shifts.to(self.dtype)
-        # index_select (backward: index_add) is much faster than advanced indexing on CPU
-        if self.cell.shape[0] == 1:
-            shift_vectors = shifts @ self.cell[0]
-        else:
-            cells = self.cell.index_select(0, self.system_idx.index_select(0, i))
-            shift_vectors = torch.bmm(shifts.unsqueeze(1), cells).squeeze(1)
+        shift_vectors = cartesian_shifts(self.cell_shifts, self.cell, self.system_idx[i])
         positions = self.positions
         return positions.index_select(0, j) - positions.index_select(0, i) + shift_vectors
 

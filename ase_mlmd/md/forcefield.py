@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ase_mlmd.batch import AtomsBatch
+from ase_mlmd.batch import AtomsBatch, cartesian_shifts
 from ase_mlmd.errors import UnsupportedSpeciesError
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.backends import as_energy_model
@@ -122,7 +122,7 @@ class ForceField:
             return
         shift_vectors = None
         if bool(shifts.any()):
-            shift_vectors = _shift_vectors(shifts, cell, state.system_idx[edge_index[0]])
+            shift_vectors = cartesian_shifts(shifts, cell, state.system_idx[edge_index[0]])
         d2 = _squared_lengths(positions, edge_index, shift_vectors)
         sure_radius = self.cutoff - self.skin
         # a relative margin well above rounding: sure pairs must stay inside in this dtype too
@@ -279,13 +279,6 @@ class _Shell:
         self.index = index  # (S,) positions of the shell pairs in the list
         self.edge_index = edge_index  # (2, S)
         self.shift_vectors = shift_vectors  # (S, 3) Å, or None when every shift is zero
-
-
-def _shift_vectors(shifts: torch.Tensor, cell: torch.Tensor, edge_system: torch.Tensor):
-    """(E, 3) Cartesian image shifts ``shifts @ cell`` of each edge's system, Å."""
-    return torch.bmm(shifts.to(cell.dtype).unsqueeze(1), cell.index_select(0, edge_system)).squeeze(
-        1
-    )
 
 
 def _squared_lengths(

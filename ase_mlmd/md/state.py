@@ -16,7 +16,7 @@ import torch
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_mlmd.batch import AtomsBatch, check_structure, model_cell
+from ase_mlmd.batch import AtomsBatch, SystemSizes, check_structure, model_cell
 from ase_mlmd.errors import InvalidStructureError
 from ase_mlmd.models.interface import scatter_sum
 from ase_mlmd.structures import is_single_structure, to_atoms
@@ -26,7 +26,7 @@ SYSTEM_FIELDS = ("cell", "pbc", "energy")
 
 
 @dataclasses.dataclass
-class MDState:
+class MDState(SystemSizes):
     """B systems with N atoms in total.
 
     Attributes:
@@ -55,24 +55,6 @@ class MDState:
     energy: torch.Tensor | None = None
     energies: torch.Tensor | None = None
     thermostat: dict[str, torch.Tensor] | None = None
-
-    # ------------------------------------------------------------------ sizes
-    @property
-    def n_systems(self) -> int:
-        return int(self.cell.shape[0])
-
-    @property
-    def n_atoms(self) -> torch.Tensor:
-        """(B,) atoms per system."""
-        return torch.bincount(self.system_idx, minlength=self.n_systems)
-
-    @property
-    def device(self) -> torch.device:
-        return self.positions.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.positions.dtype
 
     # ------------------------------------------------------------------ physics
     @property
