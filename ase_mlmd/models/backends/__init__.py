@@ -6,6 +6,10 @@ schnetpack, and a model object is recognised by the module its class comes from.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import torch
 
 from ase_mlmd.models.interface import EnergyModel
@@ -33,3 +37,19 @@ def as_energy_model(model: torch.nn.Module) -> EnergyModel:
         "ase_mlmd.models.interface.EnergyModel subclass, a nequip GraphModel or a schnetpack "
         "NeuralNetworkPotential"
     )
+
+
+def lazy_functions(module: str, target: str, names: Iterable[str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that serves ``names`` from the module ``target`` on first use.
+
+    A backend keeps its card/file functions in a sibling module (which imports the backend
+    module itself); this makes them importable from the backend module without an import cycle.
+    """
+    names = frozenset(names)
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return getattr(importlib.import_module(target), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

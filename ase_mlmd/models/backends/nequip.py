@@ -29,6 +29,7 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.errors import BackendNotAvailableError, UnsupportedSpeciesError
+from ase_mlmd.models.backends import lazy_functions
 from ase_mlmd.models.interface import EnergyModel
 
 #: attribute of a ``GraphModel`` built by :func:`build_nequip_model` holding its hyperparameters
@@ -59,13 +60,7 @@ _FILE_FUNCTIONS = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    """Lazy access to the card/file functions (the registry calls them on this module)."""
-    if name in _FILE_FUNCTIONS:
-        from ase_mlmd.models.backends import nequip_files
-
-        return getattr(nequip_files, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_functions(__name__, "ase_mlmd.models.backends.nequip_files", _FILE_FUNCTIONS)
 
 
 def import_nequip() -> ModuleType:

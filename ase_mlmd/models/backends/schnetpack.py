@@ -39,6 +39,7 @@ from ase_mlmd.errors import (
     BackendNotAvailableError,
     UnsupportedSpeciesError,
 )
+from ase_mlmd.models.backends import lazy_functions
 from ase_mlmd.models.interface import EnergyModel
 
 INSTALL_HINT = (
@@ -72,13 +73,7 @@ _FILE_FUNCTIONS = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    """Lazy access to the card/file functions (the registry calls them on this module)."""
-    if name in _FILE_FUNCTIONS:
-        from ase_mlmd.models.backends import schnetpack_files
-
-        return getattr(schnetpack_files, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_functions(__name__, "ase_mlmd.models.backends.schnetpack_files", _FILE_FUNCTIONS)
 
 
 # ----------------------------------------------------------------------------- compatibility
