@@ -104,3 +104,16 @@ def clean_ase_registry():
     ase_calculator.external_calculators.clear()
     ase_calculator.external_calculators.update(saved_external)
     ase_calculator.names[:] = saved_names
+
+
+def cli_fails(args: list[str], capsys) -> str:
+    """Run ``ase-mlmd ARGS`` in-process, expect argparse's clean error exit (code 2, no
+    traceback) and return what it printed on stderr."""
+    from ase_mlmd.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err

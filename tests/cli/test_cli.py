@@ -19,7 +19,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones as AseLennardJones
 from ase.io import read, write
-from conftest import make_ar_cluster, make_ar_crystal
+from conftest import cli_fails, make_ar_cluster, make_ar_crystal
 
 from ase_mlmd import load_calculator
 from ase_mlmd.cli.main import main
@@ -42,16 +42,6 @@ def _energy_with(calc, path: Path) -> float:
 
 def _fmax(atoms) -> float:
     return float(np.linalg.norm(atoms.get_forces(), axis=1).max())
-
-
-def _fails(args: list[str], capsys) -> str:
-    """Run main(args), expect argparse's clean error exit, return stderr."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
 
 
 # --- ase-mlmd run (ASE's run command) --------------------------------------------------------
@@ -119,7 +109,7 @@ def test_run_lj_is_still_ases_lennard_jones(files):
 
 
 def test_run_backend_without_a_model_says_how_to_give_one(files, capsys):
-    err = _fails(["run", "nequip", "cluster.xyz"], capsys)
+    err = cli_fails(["run", "nequip", "cluster.xyz"], capsys)
     assert "CardError" in err and "needs a model" in err and "-p model=" in err
 
 
@@ -207,7 +197,7 @@ def test_md_with_an_ase_calculator(tmp_path, monkeypatch):
 
 
 def test_md_rejects_a_bad_timestep_before_running(files, capsys):
-    err = _fails(
+    err = cli_fails(
         ["md", "ar.xyz", "--calc", "lj-argon", "--timestep", "0", "-o", "bad.traj"], capsys
     )
     assert "timestep" in err
@@ -215,7 +205,7 @@ def test_md_rejects_a_bad_timestep_before_running(files, capsys):
 
 
 def test_md_unknown_calculator_is_a_clean_error(files, capsys):
-    err = _fails(["md", "ar.xyz", "--calc", "no-such-model", "-o", "u.traj"], capsys)
+    err = cli_fails(["md", "ar.xyz", "--calc", "no-such-model", "-o", "u.traj"], capsys)
     assert "no calculator named 'no-such-model'" in err
     assert "lj-argon" in err and "morse-argon" in err
     assert not (files / "u.traj").exists()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from ase.io import read, write
-from conftest import make_ar_cluster
+from conftest import cli_fails, make_ar_cluster
 
 import ase_mlmd.calculators.ml_calculator as ml_calculator
 from ase_mlmd.cli.main import main
@@ -26,15 +26,6 @@ RUN = [
     "--ensemble", "nvt-langevin", "--temperature", "60", "--timestep", "5", "--steps", "30",
     "--save-every", "10", "--log-every", "5", "-o", "runs", "--no-progress",
 ]  # fmt: skip
-
-
-def _fails(args: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
 
 
 def test_torch_engine_writes_a_folder_per_run_and_prints_a_table(cluster_file, capsys):
@@ -71,7 +62,7 @@ def test_running_the_command_again_resumes_and_no_restart_starts_afresh(cluster_
     main(RUN + ["--no-restart"])
     assert "resumed" not in capsys.readouterr().out
     assert len(read("runs/replica_0.traj", ":")) == 4
-    err = _fails(RUN + ["--steps", "40", "--ensemble", "nve"], capsys)
+    err = cli_fails(RUN + ["--steps", "40", "--ensemble", "nve"], capsys)
     assert "CheckpointMismatchError" in err and "--no-restart" in err
 
 
@@ -86,13 +77,13 @@ def test_monitors_from_the_command_line_stop_replicas(cluster_file, capsys):
 
 
 def test_torch_engine_errors_are_clean(cluster_file, capsys, monkeypatch):
-    err = _fails(["md", "cluster.xyz", "--calc", "emt", "--engine", "torch"], capsys)
+    err = cli_fails(["md", "cluster.xyz", "--calc", "emt", "--engine", "torch"], capsys)
     assert "cannot run in the torch engine" in err and "--engine ase" in err
-    err = _fails(["md", "cluster.xyz", "--calc", "lj-argon", "--replicas", "4"], capsys)
+    err = cli_fails(["md", "cluster.xyz", "--calc", "lj-argon", "--replicas", "4"], capsys)
     assert "--replicas needs --engine torch" in err
     monkeypatch.setattr(ml_calculator.torch.cuda, "is_available", lambda: False)
-    err = _fails(RUN + ["--device", "cuda"], capsys)
+    err = cli_fails(RUN + ["--device", "cuda"], capsys)
     assert "DeviceNotAvailableError" in err
-    err = _fails(RUN + ["--timestep", "0"], capsys)
+    err = cli_fails(RUN + ["--timestep", "0"], capsys)
     assert "timestep" in err
     assert not (cluster_file.parent / "runs").exists()  # nothing written
