@@ -34,7 +34,7 @@ PIP=".venv/bin/python -m pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "setup: installing pinned dependencies (first time: a few minutes)"
 $PIP install -q -c requirements/constraints.txt "torch==2.13.0"
-$PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,dev,bench]"
+$PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,reference,analysis,dev,bench]"
 $PIP install -q --no-deps -c requirements/constraints.txt "schnetpack==2.1.1"
-.venv/bin/python -c "import ase_mlmd, nequip, torch, torch_sim; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); assert torch.__version__.startswith('2.13.0'), torch.__version__; print('setup: ok, torch', torch.__version__)"
+.venv/bin/python -c "import ase_mlmd, nequip, torch, torch_sim, tblite.ase, openmm, mdtraj, matplotlib; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); assert torch.__version__.startswith('2.13.0'), torch.__version__; print('setup: ok, torch', torch.__version__)"
 touch .venv/.installed
