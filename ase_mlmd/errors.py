@@ -49,3 +49,33 @@ class BackendNotAvailableError(MLMDError, ImportError):
 
 class DeviceNotAvailableError(MLMDError, RuntimeError):
     """A device was requested (e.g. ``cuda``) that this machine does not have."""
+
+
+class DataFormatError(MLMDError, ValueError):
+    """A data file is corrupt, truncated, in another layout than the one named, or its units
+    were not stated. The message names the file (and frame, where there is one)."""
+
+
+class MissingLabelsError(DataFormatError):
+    """Frames lack a label that was requested (energy, forces); names the file and frame."""
+
+
+class DatasetSplitError(MLMDError, ValueError):
+    """A split is impossible: a part would be empty, sizes exceed the data, or the test/val
+    parts hold species that training never saw."""
+
+
+class CheckpointMismatchError(MLMDError, ValueError):
+    """A checkpoint cannot be resumed by this run (other model, data, or configuration)."""
+
+
+class IncompatibleTrajectoriesError(MLMDError, ValueError):
+    """Two trajectories that are compared differ in species, atom order or cell convention."""
+
+
+class TrajectoryTooShortError(MLMDError, ValueError):
+    """A trajectory has fewer frames than a metric needs; says how many it needs."""
+
+
+class SimulationUnstableError(MLMDError, RuntimeError):
+    """A simulation blew up (NaN or runaway energy) and could not be recovered."""
