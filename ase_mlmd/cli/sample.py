@@ -1,0 +1,165 @@
+"""``ase-mlmd sample``: reference MD that writes labelled frames (energy, forces) for training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Langevin friction of the alanine-dipeptide protocol (METRICS.md §1): 0.5/ps, in 1/fs
+AMBER_FRICTION_PER_FS = 0.0005
+
+
+class CLICommand:
+    """Run MD with a reference method and write labelled frames (extended XYZ).
+
+    References: gfn2-xtb, gfn1-xtb (tblite; molecules, -p charge=..,multiplicity=..), emt
+    (fcc metals), lj (-p sigma=..,epsilon=..,rc=..), amber-implicit (-p prmtop=FILE: OpenMM,
+    OBC2 implicit solvent), or a model card. A frame is written every --every steps, step 0
+    included (steps // every + 1 frames), with energy (eV), forces (eV/Å), momenta and info
+    step, time_fs, temperature_K, reference. The file is replaced atomically every few
+    seconds; running the same command again resumes after its last frame (--no-resume
+    starts afresh).
+
+    amber-implicit runs OpenMM's own LangevinMiddleIntegrator with bonds to hydrogen
+    constrained (defaults: 2 fs, friction 0.5/ps); it does not resume.
+
+    Examples:
+
+        ase-mlmd sample ethanol.xyz --reference gfn2-xtb --temperature 500 --timestep 0.5
+            --steps 20000 --every 10 -o ethanol_ref.extxyz
+        ase-mlmd sample alanine-dipeptide-implicit.pdb --reference amber-implicit
+            -p prmtop=alanine-dipeptide-implicit.prmtop --steps 500000 --every 500 -o ala2.extxyz
+    """
+
+    @staticmethod
+    def add_arguments(parser) -> None:
+        from ase_mlmd.data.reference import REFERENCES
+        from ase_mlmd.md.ase_md import ENSEMBLES
+
+        add = parser.add_argument
+        add("structure", help="start structure, any file ase.io.read reads (--index picks it)")
+        add(
+            "--reference",
+            required=True,
+            help=f"reference method: {', '.join(REFERENCES)}, or a model card name/path",
+        )
+        add("-p", "--parameters", default="", help="reference options, e.g. charge=1 or sigma=3.4")
+        add("--ensemble", choices=ENSEMBLES, default="nvt-langevin")
+        add("--temperature", type=float, default=300.0, help="K (default 300)")
+        add(
+            "--timestep",
+            type=float,
+            default=None,
+            help="fs (default 0.5; 2 for amber-implicit, which constrains bonds to H)",
+        )
+        add("--steps", type=int, default=1000, help="MD steps (default 1000)")
+        add("--every", type=int, default=10, help="frame interval, steps (default 10)")
+        add(
+            "--friction",
+            type=float,
+            default=None,
+            help="Langevin friction, 1/fs (default 0.01; 0.0005 = 0.5/ps for amber-implicit)",
+        )
+        add("--tdamp", type=float, default=None, help="Nosé-Hoover/Bussi time constant, fs")
+        add("--seed", type=int, default=0)
+        add("-o", "--output", default="sample.extxyz", help="frames file (extended XYZ)")
+        add("--index", default="-1", help="frame of the structure file to start from")
+        add("--no-resume", action="store_true", help="overwrite the output instead of resuming")
+        add("--no-progress", action="store_true", help="no progress bar")
+        add(
+            "--threads",
+            type=int,
+            default=1,
+            help="OpenMP/BLAS threads of the reference (default 1: fastest for small molecules; "
+            "0 leaves the library default)",
+        )
+
+    @staticmethod
+    def run(args, parser=None) -> None:
+        from ase.io import read
+
+        from ase_mlmd.cli.common import parse_parameters
+
+        options = parse_parameters(args.parameters)
+        output = Path(args.output)
+        if args.reference.lower() == "amber-implicit":
+            frames = _run_openmm(args, options, output, parser)
+        else:
+            from ase_mlmd.data.reference import reference_calculator
+            from ase_mlmd.data.sampling import SamplingConfig, sample_reference
+
+            try:
+                calc = reference_calculator(args.reference, **options)
+                config = SamplingConfig(
+                    temperature=args.temperature,
+                    timestep=0.5 if args.timestep is None else args.timestep,
+                    steps=args.steps,
+                    every=args.every,
+                    ensemble=args.ensemble,
+                    friction=0.01 if args.friction is None else args.friction,
+                    tdamp=args.tdamp,
+                    seed=args.seed,
+                )
+            except (TypeError, ValueError) as err:
+                _fail(parser, str(err))
+            atoms = read(args.structure, index=args.index)
+            frames = sample_reference(
+                atoms,
+                calc,
+                config,
+                output,
+                resume=not args.no_resume,
+                progress=not args.no_progress,
+                threads=args.threads or None,
+            )
+        _summary(frames, output)
+
+
+def _run_openmm(args, options: dict, output: Path, parser):
+    from ase_mlmd.data.openmm_reference import ala2_reference_trajectory
+
+    if args.ensemble != "nvt-langevin":
+        _fail(parser, "amber-implicit runs OpenMM's Langevin integrator only (nvt-langevin)")
+    if "prmtop" not in options:
+        _fail(parser, "amber-implicit needs its topology: -p prmtop=PATH.prmtop")
+    if output.exists() and not args.no_resume:
+        _fail(
+            parser,
+            f"{output} exists and amber-implicit runs do not resume; pass --no-resume to "
+            "overwrite it or choose another -o",
+        )
+    friction = AMBER_FRICTION_PER_FS if args.friction is None else args.friction
+    return ala2_reference_trajectory(
+        options.pop("prmtop"),
+        args.structure,
+        temperature=args.temperature,
+        timestep_fs=2.0 if args.timestep is None else args.timestep,
+        friction_per_ps=friction * 1000.0,
+        steps=args.steps,
+        every=args.every,
+        seed=args.seed,
+        output=output,
+        progress=not args.no_progress,
+        **options,
+    )
+
+
+def _fail(parser, message: str) -> None:
+    if parser is None:
+        raise SystemExit(message)
+    parser.error(message)
+
+
+def _summary(frames, output: Path) -> None:
+    import numpy as np
+
+    if not frames:
+        print(f"no frames written to {output}")
+        return
+    temperatures = np.array([f.info.get("temperature_K", np.nan) for f in frames])
+    energies = np.array([f.get_potential_energy() for f in frames])
+    print(
+        f"{len(frames)} frames (steps {frames[0].info.get('step')}-{frames[-1].info.get('step')}) "
+        f"labelled by {frames[0].info.get('reference')}: mean T = {np.nanmean(temperatures):.1f} "
+        f"K, E_pot {energies.min():.4f} to {energies.max():.4f} eV"
+    )
+    print(f"frames: {output}")
