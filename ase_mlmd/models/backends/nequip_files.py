@@ -43,6 +43,7 @@ def export_nequip_card(
     citation: str = "",
     provenance: Mapping[str, Any] | None = None,
     weights_file: str | None = None,
+    card_file: str | None = None,
 ) -> Path:
     """Write the model's weights (safetensors) and a card that rebuilds it; return the card path.
 
@@ -53,6 +54,8 @@ def export_nequip_card(
         description, citation: card fields.
         provenance: the card's ``[provenance]`` table (data, training command, metrics, ...).
         weights_file: weights file name in ``directory`` (default ``NAME.safetensors``).
+        card_file: card file name in ``directory`` (default ``NAME.toml``; e.g. ``card.toml``
+            for a training run's folder, the card's name staying ``name``).
     """
     from safetensors.torch import save_file
 
@@ -95,7 +98,7 @@ def export_nequip_card(
     table["weights"] = {"file": weights.name, "sha256": sha256_of(weights), "format": "safetensors"}
     if provenance:
         table["provenance"] = dict(provenance)
-    return write_card(table, directory / f"{name}.toml")
+    return write_card(table, directory / (card_file or f"{name}.toml"))
 
 
 def _check_against_card(model: NequipModel, card: Any) -> NequipModel:

@@ -48,6 +48,7 @@ def export_schnetpack_card(
     length_unit: str = "Å",
     provenance: dict[str, Any] | None = None,
     weights_file: str | None = None,
+    card_file: str | None = None,
 ) -> Path:
     """Write ``model``'s weights (safetensors) and a model card; return the card's path.
 
@@ -61,6 +62,10 @@ def export_schnetpack_card(
         description, citation, provenance: written to the card.
         energy_unit, length_unit: units the model works in (see ``ase_mlmd.calculators.cards``).
         weights_file: weights file name (default ``{name}.safetensors``).
+        card_file: card file name in ``directory`` (default ``{name}.toml``; e.g. ``card.toml``
+            for a training run's folder, the card's name staying ``name``).
+
+    Both files are written atomically (temporary name, then ``os.replace``), weights first.
     """
     from safetensors.torch import save_file
 
@@ -79,7 +84,9 @@ def export_schnetpack_card(
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / (weights_file or f"{name}.safetensors")
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in nnp.state_dict().items()}
-    save_file(tensors, str(weights_path))
+    tmp = weights_path.with_name(f".{weights_path.name}.tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, weights_path)
     dtype = next(p.dtype for p in nnp.parameters() if p.is_floating_point())
     numbers = None if species is None else sorted(set(symbols2numbers(list(species))))
     table = {
@@ -99,7 +106,7 @@ def export_schnetpack_card(
         },
         "provenance": dict(provenance or {}),
     }
-    return write_card(table, directory / f"{name}.toml")
+    return write_card(table, directory / (card_file or f"{name}.toml"))
 
 
 # ----------------------------------------------------------------------------- loading

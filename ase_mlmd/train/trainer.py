@@ -1,0 +1,214 @@
+"""One training loop for every backend model: NequIP, SchNet, PaiNN.
+
+``train(data, config, output_dir)`` reads and splits the data, builds the model from the
+training-set statistics, and optimises ``energy_weight * MSE(ΔE/n) + force_weight * MSE(ΔF)``
+with Adam, an exponential moving average (EMA) of the weights, ReduceLROnPlateau and early
+stopping on the validation force MAE of the averaged weights, within ``max_epochs`` and
+``max_time``. The output folder holds
+
+* ``checkpoint.pt``: the full training state, written atomically every
+  ``checkpoint_every_batches`` batches and at every epoch end; running the same call again
+  resumes from it (bit-identical to an uninterrupted run on the same device and thread count);
+* ``train_log.csv``: one row per epoch (:data:`LOG_COLUMNS`); ``split.json``: the frame indices;
+* after success only: ``NAME.safetensors`` and ``card.toml`` (the best-validation EMA weights,
+  with the data, split, seed, command and test errors in ``[provenance]``), loadable with
+  ``load_calculator("output_dir/card.toml")`` without trust.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from ase_mlmd.calculators.ml_calculator import resolve_device
+from ase_mlmd.data.splits import DatasetSplit, check_species_coverage, parse_split, split_indices
+from ase_mlmd.data.statistics import DatasetStatistics, dataset_statistics
+from ase_mlmd.errors import DataFormatError
+from ase_mlmd.train.batches import GraphDataset
+from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint, run_fingerprint
+from ase_mlmd.train.config import TrainConfig, TrainResult
+from ase_mlmd.train.loop import LOG_COLUMNS, LOG_FILE, EpochLoop, TrainingState, write_atomic
+from ase_mlmd.train.loss import Errors, compute_errors
+from ase_mlmd.train.models import CARD_FILE, build_model, export_card
+
+CHECKPOINT_FILE = "checkpoint.pt"
+SPLIT_FILE = "split.json"
+__all__ = ["CHECKPOINT_FILE", "LOG_COLUMNS", "LOG_FILE", "SPLIT_FILE", "load_frames",
+           "make_split", "train"]  # fmt: skip
+
+
+def load_frames(
+    frames_or_path: Sequence[Atoms] | str | os.PathLike,
+    data_format: str | None = None,
+    energy_unit: str | None = None,
+) -> tuple[list[Atoms], dict[str, Any]]:
+    """The labelled frames and a description of their source (for the card's provenance)."""
+    if isinstance(frames_or_path, str | os.PathLike):
+        from ase_mlmd.data.readers import infer_format, read_frames
+
+        path = Path(frames_or_path)
+        fmt = data_format or infer_format(path)
+        frames = read_frames(path, fmt, energy_unit=energy_unit)
+        info: dict[str, Any] = {"data": str(path.resolve()), "data_format": fmt}
+        if energy_unit:
+            info["energy_unit"] = energy_unit
+    else:
+        frames = list(frames_or_path)
+        info = {"data": "in-memory frames (Python)"}
+    if not frames:
+        raise DataFormatError(f"no frames in {info['data']}; training needs labelled frames")
+    info["n_frames"] = len(frames)
+    return frames, info
+
+
+def make_split(frames: Sequence[Atoms], config: TrainConfig) -> DatasetSplit:
+    """The configured split of ``frames``, checked for species coverage."""
+    sizes = parse_split(config.split) if isinstance(config.split, str) else config.split
+    split = split_indices(
+        len(frames), tuple(sizes), seed=config.effective_split_seed, ordered=config.ordered_split
+    )
+    check_species_coverage(frames, split)
+    return split
+
+
+def train(
+    frames_or_path: Sequence[Atoms] | str | os.PathLike,
+    config: TrainConfig | None = None,
+    output_dir: str | os.PathLike = "trained_model",
+    *,
+    data_format: str | None = None,
+    energy_unit: str | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+) -> TrainResult:
+    """Train a model on labelled frames and export it as ``output_dir/card.toml``.
+
+    Args:
+        frames_or_path: ASE frames with energies and forces (``SinglePointCalculator``), or a
+            dataset path read with :func:`ase_mlmd.data.readers.read_frames`.
+        config: the run's settings (default :class:`TrainConfig()`: NequIP).
+        output_dir: folder for checkpoint, log, split, weights and card (created if needed).
+        data_format, energy_unit: passed to ``read_frames`` for a path.
+        resume: continue from ``output_dir/checkpoint.pt`` when it exists (False: start afresh
+            and overwrite it).
+        progress: show progress bars.
+        command: the command line to record in the card (default: the Python call).
+
+    Returns:
+        the test errors (best-validation EMA weights), epochs, wall time and card path.
+
+    Raises:
+        CheckpointMismatchError: ``resume`` and the checkpoint belongs to another run (names
+            the file and the differing settings).
+        DataFormatError, MissingLabelsError, DatasetSplitError: unusable data or split.
+        DeviceNotAvailableError: CUDA requested without a GPU.
+    """
+    started = time.monotonic()
+    config = config or TrainConfig()
+    config.validate()
+    device = resolve_device(config.device)
+    output_dir = Path(output_dir)
+    checkpoint = output_dir / CHECKPOINT_FILE
+
+    frames, data_info = load_frames(frames_or_path, data_format, energy_unit)
+    split = make_split(frames, config)
+    indices = {part: split.indices(part) for part in ("train", "val", "test")}
+    fingerprint = run_fingerprint(config, frames, indices)
+    stored = None
+    if resume and checkpoint.is_file():
+        stored = load_train_checkpoint(checkpoint)
+        check_compatible(stored, fingerprint, checkpoint)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        checkpoint.unlink(missing_ok=True)
+    split_record = {"seed": split.seed, "ordered": split.ordered, **indices}
+    write_atomic(output_dir / SPLIT_FILE, json.dumps(split_record) + "\n")
+
+    train_frames = split.frames(frames, "train")
+    stats = dataset_statistics(train_frames, config.cutoff)
+    sets = {
+        part: GraphDataset(
+            split.frames(frames, part),
+            config.cutoff,
+            device,
+            names=[f"frame {i}" for i in indices[part]],
+            progress=progress,
+        )
+        for part in ("train", "val", "test")
+    }
+    run = TrainingState(build_model(config, stats).to(device), config)
+    if stored is not None:
+        run.restore(stored)
+    loop = EpochLoop(run, config, sets, fingerprint, checkpoint, started, progress)
+    stop_reason = loop.fit()
+
+    best = run.best
+    run.ema.model.load_state_dict(best["ema"])
+    test = compute_errors(run.ema.model, sets["test"], config.batch_size)
+    elapsed = loop.elapsed()
+    result = TrainResult(
+        card_path=output_dir / CARD_FILE,
+        output_dir=output_dir,
+        test_energy_mae_mev_per_atom=1e3 * test.energy_mae_per_atom,
+        test_energy_mae_mev=1e3 * test.energy_mae,
+        test_force_mae_mev_per_angstrom=1e3 * test.force_mae,
+        val_force_mae_mev_per_angstrom=float(best["val_force_mae_meV_per_A"]),
+        epochs=run.epoch,
+        best_epoch=int(best["epoch"]),
+        wall_time_s=elapsed,
+        stop_reason=stop_reason,
+        n_train=len(indices["train"]),
+        n_val=len(indices["val"]),
+        n_test=len(indices["test"]),
+        model=run.ema.model,
+    )
+    provenance = _provenance(data_info, split, config, stats, test, result, command)
+    name = config.name or _default_name(output_dir)
+    export_card(run.ema.model, config, output_dir, name, provenance)
+    return result
+
+
+def _default_name(output_dir: Path) -> str:
+    return output_dir.resolve().name or "model"
+
+
+def _provenance(
+    data_info: dict[str, Any],
+    split: DatasetSplit,
+    config: TrainConfig,
+    stats: DatasetStatistics,
+    test: Errors,
+    result: TrainResult,
+    command: str | None,
+) -> dict[str, Any]:
+    from ase_mlmd import __version__
+
+    split_info = {k: v for k, v in split.as_dict().items() if v is not None}
+    stat_info = {k: v for k, v in stats.as_dict().items() if k != "n_frames"}
+    mev = test.in_mev()
+    return {
+        **data_info,
+        "split": split_info,
+        "seed": config.seed,
+        "command": command or f"ase_mlmd.train.train(..., config=TrainConfig({config.model!r}))",
+        "test_energy_mae_meV_per_atom": mev["energy_mae_meV_per_atom"],
+        "test_energy_mae_meV": mev["energy_mae_meV"],
+        "test_force_mae_meV_per_A": mev["force_mae_meV_per_A"],
+        "val_force_mae_meV_per_A": result.val_force_mae_mev_per_angstrom,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "wall_time_s": round(result.wall_time_s, 1),
+        "stop_reason": result.stop_reason,
+        "trained": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "ase_mlmd_version": __version__,
+        "statistics": stat_info,
+        "training": config.as_dict(),
+    }
