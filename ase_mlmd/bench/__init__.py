@@ -38,6 +38,7 @@ def benchmark(
     *,
     data_format: str | None = None,
     energy_unit: str | None = None,
+    reference_name: str | None = None,
     log=print,
     **settings: Any,
 ) -> tuple[Path, list[ModelRun]]:
@@ -49,14 +50,15 @@ def benchmark(
             :func:`ase_mlmd.data.read_frames` (``data_format``, ``energy_unit`` as there).
         output: report folder (``report.md``, ``metrics.json``, PNGs, ``trajectories/``).
         config: a :class:`BenchConfig`; or give its fields as keyword ``settings``.
+        reference_name: how the report names the reference (default: its path).
     """
     from ase_mlmd.bench.report import write_report
     from ase_mlmd.data.readers import read_frames
 
     config = config or BenchConfig(**settings)
-    name = "reference frames"
+    name = reference_name or "reference frames"
     if isinstance(reference, str | os.PathLike):
-        name = str(reference)
+        name = reference_name or str(reference)
         fmt = data_format or config.protocol.data_format
         reference = read_frames(reference, fmt, energy_unit=energy_unit)
     runs, ref_obs = run_benchmark(models, reference, config, output, reference_name=name, log=log)

@@ -15,6 +15,7 @@ COMMANDS = [
     ("calculators", "ase_mlmd.cli.calculators"),
     ("demo", "ase_mlmd.cli.demo"),
     ("bench", "ase_mlmd.cli.bench"),
+    ("train", "ase_mlmd.cli.train"),
     ("sample", "ase_mlmd.cli.sample"),
     ("label", "ase_mlmd.cli.label"),
     ("info", "ase.cli.info"),
@@ -33,7 +34,7 @@ def main(args: list[str] | None = None) -> None:
     register_with_ase()
     ase_main(
         prog="ase-mlmd",
-        description="ML force fields as ASE calculators: run, md, calculators, demo.",
+        description="ML force fields in ASE: run, md, train, bench, sample, label, demo.",
         version=__version__,
         commands=COMMANDS,
         hook=_register_card_paths,

@@ -289,6 +289,8 @@ def test_demo_runs_and_reports_a_liquid(files, capsys):
             "demo",
             "-o",
             "demo",
+            "--system",
+            "argon",
             "--melt-steps",
             "100",
             "--steps",
