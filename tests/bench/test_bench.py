@@ -130,3 +130,11 @@ def test_reference_must_be_one_system(argon_reference, tmp_path):
     frames[2].numbers[0] = 36  # a krypton slipped in
     with pytest.raises(IncompatibleTrajectoriesError, match="frame 2"):
         benchmark(["lj-argon"], frames, tmp_path, system="lj", progress=False)
+
+
+def test_model_missing_species_is_refused_before_running(argon_reference, tmp_path):
+    from ase_mlmd.errors import UnsupportedSpeciesError
+
+    with pytest.raises(UnsupportedSpeciesError, match="ethanol-nequip was not trained on Ar"):
+        benchmark(["ethanol-nequip"], argon_reference, tmp_path, system="lj", progress=False)
+    assert not (tmp_path / "trajectories").exists()
