@@ -29,6 +29,7 @@ from ase.io import read
 
 from ase_mlmd.bench.systems import CONDENSED, BenchSystem, get_system
 from ase_mlmd.errors import IncompatibleTrajectoriesError, UnsupportedSpeciesError
+from ase_mlmd.threads import thread_limit, threads_for
 
 if TYPE_CHECKING:
     from ase_mlmd.bench.metrics import ReferenceObservables
@@ -53,6 +54,9 @@ class BenchConfig:
         topology: PDB of the peptide (atom order of the reference), for φ/ψ.
         reference_fes: reference free-energy grid (PLUMED ``fes.dat``) for the peptide; without
             it the FES of the reference frames is used.
+        threads: CPU threads for the models: "auto" (one thread when all replicas together
+            have fewer than 500 atoms, see :mod:`ase_mlmd.threads`), a number, or None (torch's
+            setting).
     """
 
     system: str = "ethanol"
@@ -67,6 +71,7 @@ class BenchConfig:
     trust: bool = False
     topology: str | None = None
     reference_fes: str | None = None
+    threads: int | str | None = "auto"
 
     @property
     def protocol(self) -> BenchSystem:
@@ -259,13 +264,17 @@ def run_benchmark(
     indices = start_frames(split.test, config.replicas, config.seed)
     starts = [reference[i] for i in indices]
     out = Path(output)
+    threads = config.threads
+    if threads == "auto":
+        threads = threads_for(len(reference[0]) * config.replicas)
     runs = []
     for label, (source, calc) in calcs.items():
-        mae = test_force_mae(calc, test_frames)
-        log(f"bench: {label}: test force MAE {mae:.1f} meV/Å; {config.replicas} replicas ...")
-        replicas, wall = run_replicas(
-            source, starts, indices, train_frames, config, out / "trajectories" / label
-        )
+        with thread_limit(threads):
+            mae = test_force_mae(calc, test_frames)
+            log(f"bench: {label}: test force MAE {mae:.1f} meV/Å; {config.replicas} replicas ...")
+            replicas, wall = run_replicas(
+                source, starts, indices, train_frames, config, out / "trajectories" / label
+            )
         run = ModelRun(label, source, mae, replicas, wall)
         model_metrics(run, ref_obs, system, config)
         runs.append(run)

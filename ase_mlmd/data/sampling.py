@@ -24,14 +24,12 @@ reproducible and statistically — not bitwise — the same as an uninterrupted 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import math
 import os
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase_mlmd.data.reference import check_species, reference_calculator
 from ase_mlmd.errors import CheckpointMismatchError, DataFormatError, SimulationUnstableError
 from ase_mlmd.md.ase_md import AseMDConfig, make_dynamics
+from ase_mlmd.threads import thread_limit
 
 #: a run stops if the kinetic temperature leaves this range (K), as in MDsim
 TEMPERATURE_LIMIT_K = 100_000.0
@@ -175,24 +174,6 @@ class FrameFileWriter:
         self.close()
 
 
-@contextlib.contextmanager
-def thread_limit(threads: int | None) -> Iterator[None]:
-    """Limit OpenMP/BLAS threads (tblite, numpy) to ``threads`` inside the block; None: leave
-    them. Small molecules run fastest on one thread: a 9-atom GFN2-xTB call takes ~1.5 ms on
-    one and can take >20 ms on two threads of a busy machine."""
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        warnings.warn("threadpoolctl is not installed: threads is ignored", stacklevel=3)
-        yield
-        return
-    with threadpool_limits(limits=threads):
-        yield
-
-
 def _resolve_reference(reference: str | BaseCalculator) -> tuple[BaseCalculator, str]:
     calc = reference_calculator(reference) if isinstance(reference, str) else reference
     return calc, getattr(calc, "reference_name", None) or type(calc).__name__
@@ -308,7 +289,7 @@ def sample_reference(
             :class:`CheckpointMismatchError`); False overwrites it.
         progress: tqdm progress bar over steps.
         flush_seconds: most seconds between file writes.
-        threads: OpenMP/BLAS threads of the reference (see :func:`thread_limit`).
+        threads: torch/OpenMP/BLAS threads of the reference (:func:`ase_mlmd.threads.thread_limit`).
 
     Returns:
         All frames of the run, as read back from ``output``.
@@ -418,7 +399,7 @@ def label_frames(
         resume: keep the frames already labelled in ``output`` (same reference, same positions
             as the first input frames) and label the rest; False overwrites it.
         flush_seconds: most seconds between file writes.
-        threads: OpenMP/BLAS threads of the reference (see :func:`thread_limit`).
+        threads: torch/OpenMP/BLAS threads of the reference (:func:`ase_mlmd.threads.thread_limit`).
 
     Returns:
         The labelled frames.
