@@ -25,11 +25,21 @@ from ase_mlmd.calculators.cards import (
 from ase_mlmd.calculators.ml_calculator import MLCalculator
 from ase_mlmd.errors import CardError, UnknownCalculatorError
 from ase_mlmd.models.interface import EnergyModel
-from ase_mlmd.models.pair import LennardJones, Morse
+from ase_mlmd.models.neural_pair import NeuralPair
+from ase_mlmd.models.pair import LennardJones, Morse, SoftSphere, Yukawa
+from ase_mlmd.models.spline_pair import SplinePair
 from ase_mlmd.models.units import UnitConvertedModel
 
 BUILTIN_CARD_DIR = Path(__file__).resolve().parents[2] / "calculators"
-PAIR_BACKENDS = {"lennard-jones": LennardJones, "morse": Morse}
+PAIR_BACKENDS = {
+    "lennard-jones": LennardJones,
+    "morse": Morse,
+    "yukawa": Yukawa,
+    "soft-sphere": SoftSphere,
+    # learned pair potentials: hyperparameters in [parameters], tensors in safetensors weights
+    "neural-pair": NeuralPair,
+    "spline-pair": SplinePair,
+}
 ML_BACKENDS = ("nequip", "schnetpack")
 
 
@@ -94,8 +104,10 @@ def model_from_card(card: ModelCard, trust: bool = False) -> EnergyModel:
             model: EnergyModel = PAIR_BACKENDS[card.backend](
                 **params, species=card.species, dtype=card.dtype
             )
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise CardError(f"{card.path}: bad [parameters] for {card.backend}: {err}") from None
+        if card.weights is not None:
+            _load_pair_weights(model, card)
     elif card.backend in ML_BACKENDS:
         backend = _backend_module(card.backend)
         require_trust(card, trust)
@@ -114,6 +126,27 @@ def model_from_card(card: ModelCard, trust: bool = False) -> EnergyModel:
         )
     model.card = card
     return model
+
+
+def _load_pair_weights(model: EnergyModel, card: ModelCard) -> None:
+    """Load a pair potential's tensors (neural pair, spline table) from the card's weights.
+
+    Only tensor formats (safetensors, state_dict) are accepted: a pair potential never needs
+    code from a file.
+    """
+    if card.weights.format not in ("safetensors", "state_dict"):
+        raise CardError(
+            f"{card.path}: a {card.backend!r} card needs safetensors or state_dict weights, not "
+            f"{card.weights.format!r}"
+        )
+    state = load_state_dict(card)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CardError(
+            f"{card.path}: weights {card.weights.file.name} do not fit the [parameters] of this "
+            f"{card.backend!r} card ({err}). Export card and weights together"
+        ) from None
 
 
 def _backend_module(name: str):

@@ -1,4 +1,4 @@
-"""Analytic pair potentials as energy models.
+"""Analytic pair potentials as energy models: Lennard-Jones (Mie n-m), Morse, Yukawa, soft sphere.
 
 ``E = 1/2 Σ_i Σ_{j≠i} φ(r_ij)`` over the full neighbor list, with one of three cutoff treatments
 (``cutoff_mode``):
@@ -12,7 +12,8 @@
 Pair potentials are element-agnostic unless ``species`` is given: like ASE's own LJ and Morse
 calculators they apply the same φ to every pair.
 
-With ``trainable=True`` the shape parameters (LJ: ε, σ; Morse: ε, r0, ρ0) are registered as 0-d
+With ``trainable=True`` the shape parameters (LJ: ε, σ; Morse: ε, r0, ρ0; Yukawa: A, κ; soft
+sphere: ε, σ) are registered as 0-d
 ``torch.nn.Parameter`` tensors (for fitting, e.g. through differentiable MD); the cutoff and the
 switching region stay fixed at the values set at construction. By default they are plain floats.
 """
@@ -191,6 +192,82 @@ class Morse(PairPotential):
     def extra_repr(self) -> str:
         return (
             f"epsilon={_scalar(self.epsilon)}, r0={_scalar(self.r0)}, rho0={_scalar(self.rho0)}, "
+            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
+        )
+
+
+class Yukawa(PairPotential):
+    """Yukawa (screened Coulomb) potential φ(r) = A e^{−κ r} / r.
+
+    Args:
+        amplitude: A, eV·Å (positive: repulsive).
+        kappa: inverse screening length κ, 1/Å.
+        cutoff: r_c, Å (default 2.5 Å, the reduced-unit value of the DiffSim LJ systems).
+        cutoff_mode: default ``"smooth"`` (r_on = 0.8 r_c); see :class:`PairPotential`.
+        trainable: register A and κ as ``nn.Parameter``.
+    """
+
+    def __init__(
+        self,
+        amplitude: float = 1.0,
+        kappa: float = 1.0,
+        cutoff: float = 2.5,
+        cutoff_mode: str = "smooth",
+        r_on: float | None = None,
+        species: Iterable[int] | None = None,
+        dtype: torch.dtype = torch.float64,
+        trainable: bool = False,
+    ) -> None:
+        super().__init__(cutoff, cutoff_mode, r_on, species, dtype)
+        self._set_shape_parameters(trainable, amplitude=amplitude, kappa=kappa)
+
+    def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
+        return self.amplitude * torch.exp(-self.kappa * r) / r
+
+    def extra_repr(self) -> str:
+        return (
+            f"amplitude={_scalar(self.amplitude)}, kappa={_scalar(self.kappa)}, "
+            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
+        )
+
+
+class SoftSphere(PairPotential):
+    """Soft-sphere (inverse power) repulsion φ(r) = ε (σ/r)^n.
+
+    Args:
+        epsilon: energy scale, eV (φ(σ) = ε).
+        sigma: length scale, Å.
+        n: exponent (> 0; 12 is the repulsive part of LJ).
+        cutoff: r_c, Å (default 2.5 σ).
+        cutoff_mode: default ``"smooth"``; see :class:`PairPotential`.
+        trainable: register ε and σ as ``nn.Parameter``.
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        sigma: float = 1.0,
+        n: float = 12.0,
+        cutoff: float | None = None,
+        cutoff_mode: str = "smooth",
+        r_on: float | None = None,
+        species: Iterable[int] | None = None,
+        dtype: torch.dtype = torch.float64,
+        trainable: bool = False,
+    ) -> None:
+        if not n > 0:
+            raise ValueError(f"the soft-sphere exponent must be positive, got n={n}")
+        cutoff = 2.5 * sigma if cutoff is None else cutoff
+        super().__init__(cutoff, cutoff_mode, r_on, species, dtype)
+        self._set_shape_parameters(trainable, epsilon=epsilon, sigma=sigma)
+        self.n = float(n)
+
+    def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
+        return self.epsilon * (self.sigma / r) ** self.n
+
+    def extra_repr(self) -> str:
+        return (
+            f"epsilon={_scalar(self.epsilon)}, sigma={_scalar(self.sigma)}, n={self.n}, "
             f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
         )
 
