@@ -1,0 +1,198 @@
+"""Gradient method (a): backpropagation through windows of the MD trajectory (truncated BPTT).
+
+Each epoch runs one window of τ = ``window`` steps of the batched Nosé–Hoover-chain engine with
+the autograd graph (through :func:`ase_mlmd.md.differentiable.bptt_windows`: the state is carried
+across windows and the graph cut between them), computes each state's RDF over a frame every
+``rdf_every`` steps of the window, the loss against the targets, backpropagates it into the
+potential's parameters and takes one Adam step — as Wang et al. (2023). Full-trajectory
+gradients explode chaotically with length (BENCHMARKS.md, gradient memory), windows do not.
+``checkpoint_every`` recomputes the window's graph in chunks during backward (memory
+O(τ/k + k) instead of O(τ)).
+
+The engine runs a spline table of the potential (:mod:`ase_mlmd.diffsim.tabulate`); table
+gradients are pushed into the potential's parameters once per window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ase_mlmd.diffsim.config import FitConfig, FitResult, PlateauLoss
+from ase_mlmd.diffsim.engine import Engine
+from ase_mlmd.diffsim.losses import rdf_mse, vacf_mse
+from ase_mlmd.diffsim.recovery import ParameterGuard
+from ase_mlmd.diffsim.systems import ThermoState
+from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
+from ase_mlmd.errors import SimulationUnstableError
+from ase_mlmd.md.differentiable import bptt_windows
+from ase_mlmd.md.state import MDState
+from ase_mlmd.models.pair import PairPotential
+from ase_mlmd.observables.differentiable import compute_vacf_torch
+
+
+def _positions_and_velocities(state: MDState) -> torch.Tensor:
+    return torch.cat([state.positions, state.velocities], dim=1)
+
+
+class WindowLoss:
+    """The loss of one window: Σ_states w_rdf MSE(g) + w_vacf MSE(VACF)."""
+
+    def __init__(self, engine: Engine, states: Sequence[ThermoState], config: FitConfig) -> None:
+        self.engine = engine
+        self.states = list(states)
+        self.config = config
+        self.grids = [s.target.grid for s in self.states]
+        self.g_targets = [s.target.g_tensor() for s in self.states]
+        self.use_vacf = config.weights.vacf > 0 and any(s.vacf is not None for s in self.states)
+        self.vacf_targets = [
+            None if s.vacf is None else torch.as_tensor(s.vacf.values[: config.window])
+            for s in self.states
+        ]
+
+    @property
+    def observable(self) -> Callable[[MDState], torch.Tensor]:
+        if self.use_vacf:
+            return _positions_and_velocities
+        return lambda state: state.positions
+
+    def __call__(self, values: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Loss of the window values (τ, N, 3 or 6) and the per-state RDFs (detached)."""
+        every = self.config.rdf_every
+        frames = values[every - 1 :: every, :, :3]
+        gs = self.engine.rdf(frames, cell, self.grids)
+        loss = values.new_zeros(())
+        for g, target in zip(gs, self.g_targets, strict=True):
+            loss = loss + self.config.weights.rdf * rdf_mse(g, target)
+        if self.use_vacf:
+            for sl, target in zip(self.engine.slices, self.vacf_targets, strict=True):
+                if target is None:
+                    continue
+                vacf = compute_vacf_torch(values[:, sl, 3:], len(target))
+                loss = loss + self.config.weights.vacf * vacf_mse(vacf, target)
+        return loss, [g.detach() for g in gs]
+
+
+def _finite_gradients(model: torch.nn.Module) -> bool:
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def fit_bptt(
+    potential: PairPotential,
+    states: Sequence[ThermoState],
+    config: FitConfig,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> FitResult:
+    """Fit ``potential`` (in place) to the states' target RDFs by truncated BPTT.
+
+    Returns:
+        :class:`FitResult` without the production run (:func:`ase_mlmd.diffsim.fit.fit` adds
+        it); ``final_state`` is where the MD stopped.
+
+    Raises:
+        SimulationUnstableError: the initial potential explodes during equilibration, or the
+            fit exploded ``config.max_failures`` times in a row.
+    """
+    from tqdm.auto import tqdm
+
+    table = PairTable(potential, TABLE_R_MIN, config.table_spacing)
+    engine = Engine(table.spline, states, config.engine, differentiable=True)
+    window_loss = WindowLoss(engine, states, config)
+    optimizer = torch.optim.Adam(potential.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.lr_factor, patience=config.patience
+    )
+    plateau = PlateauLoss(config.plateau_window)
+    messages: list[str] = []
+
+    def note(message: str) -> None:
+        messages.append(message)
+        log(message)
+
+    guard = ParameterGuard(potential, optimizer, config.max_failures, note)
+    started = time.perf_counter()
+    table.refresh(with_graph=False)
+    state = engine.run(engine.initial_state(), config.engine.equilibration)
+    reason = engine.instability(state)
+    if reason is not None:
+        raise SimulationUnstableError(
+            f"the initial potential is unstable during equilibration ({reason}); start from a "
+            "potential with a stronger repulsive prior or use a smaller time step"
+        )
+    guard.save(state)
+    history: list[dict[str, float]] = []
+    epoch = 0
+    bar = tqdm(total=config.epochs, desc="bptt", disable=not progress, leave=False)
+    done = False
+    while not done and epoch < config.epochs:
+        table.refresh(with_graph=True)
+        windows = bptt_windows(
+            engine.integrator,
+            state,
+            config.window,
+            config.epochs - epoch,
+            window_loss.observable,
+            forcefield=engine.forcefield,
+            checkpoint_every=config.checkpoint_every,
+            parameters=[table.values, table.derivatives],
+        )
+        for window in windows:
+            end = window.rollout.state
+            reason = engine.instability(end)
+            loss = None
+            if reason is None:
+                loss, gs = window_loss(window.rollout.values, end.cell)
+                if not bool(torch.isfinite(loss)):
+                    reason = "the loss is not finite"
+            if reason is None:
+                optimizer.zero_grad()
+                loss.backward()
+                table.push_gradients()
+                if not _finite_gradients(potential):
+                    reason = "the gradient is not finite"
+            if reason is not None:
+                state = guard.recover(reason, epoch)
+                break
+            guard.succeeded()
+            guard.save(end)
+            optimizer.step()
+            epoch += 1
+            if config.callback is not None:
+                config.callback(epoch, potential)
+            table.refresh(with_graph=True)
+            value = float(loss.detach())
+            scheduler.step(plateau(value))
+            lr = optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch, "loss": value, "lr": lr, "time": time.perf_counter() - started}
+            for s, g, target in zip(states, gs, window_loss.g_targets, strict=True):
+                row[f"rdf_mse[{s.name}]"] = float(rdf_mse(g, target))
+            history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.2e}", lr=f"{lr:.1e}")
+            limit = config.time_limit is not None and row["time"] > config.time_limit
+            if lr <= config.min_lr * (1 + 1e-9) or limit or epoch >= config.epochs:
+                if limit:
+                    note(f"stopped at epoch {epoch}: time limit of {config.time_limit:g} s")
+                elif lr <= config.min_lr * (1 + 1e-9):
+                    note(f"converged at epoch {epoch}: learning rate {lr:.2g} <= {config.min_lr}")
+                done = True
+                state = end.detach()
+                break
+        else:
+            state = guard.state
+    bar.close()
+    result = FitResult(
+        method="bptt",
+        potential=potential,
+        history=history,
+        states=[s.name for s in states],
+        r=[s.target.r for s in states],
+        g_target=[s.target.g for s in states],
+        wall_time=time.perf_counter() - started,
+        messages=messages,
+        final_state=None if state is None else state.detach(),
+    )
+    return result

@@ -1,0 +1,195 @@
+"""The simulations of a DiffSim fit: all state points in one batched Nosé–Hoover-chain run.
+
+Every state is a system of one :class:`~ase_mlmd.md.state.MDState` (cubic box, its own
+temperature), all driven by the same pair potential through one
+:class:`~ase_mlmd.md.forcefield.ForceField`, so a multi-state fit costs one model call per step.
+Thermostat: Nosé–Hoover chain of ``chain_length`` (default 5) with first mass Q (default 50, in
+eV·(ASE time)², reduced units in LJ units): Q = 3 N k_B T τ² fixes the engine's time constant τ
+(from the mean k_B T when states differ in temperature).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import torch
+from ase import units
+
+from ase_mlmd.diffsim.systems import ThermoState, initial_atoms, temperature_kelvin, timestep_fs
+from ase_mlmd.md.forcefield import ForceField
+from ase_mlmd.md.integrators import Integrator, make_integrator
+from ase_mlmd.md.state import MDState
+from ase_mlmd.observables.differentiable import RDFGrid, compute_rdf_torch
+
+#: a run counts as exploded when a temperature exceeds this multiple of its target
+MAX_TEMPERATURE_RATIO = 10.0
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    """MD settings of a fit (reduced LJ units = ASE units with σ = 1 Å, ε = 1 eV, m = 1 amu).
+
+    Attributes:
+        timestep: dt in units of σ√(m/ε) (= ASE time units); 0.01 as the paper.
+        nh_mass: first Nosé–Hoover chain mass Q, eV·(ASE time)².
+        chain_length: Nosé–Hoover chain length.
+        skin: neighbor-list skin, Å.
+        equilibration: steps run before a fit or a production run starts.
+        seed: seed of the initial velocities.
+        device: torch device of the simulation.
+    """
+
+    timestep: float = 0.01
+    nh_mass: float = 50.0
+    chain_length: int = 5
+    skin: float = 0.3
+    equilibration: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not (self.timestep > 0 and self.nh_mass > 0 and self.chain_length >= 1):
+            raise ValueError("timestep and nh_mass must be positive, chain_length >= 1")
+
+
+class Engine:
+    """Batched NVT simulation of several states with one pair potential.
+
+    Args:
+        model: the pair potential the engine runs (e.g. a :class:`SplinePair` table).
+        states: the state points, one system each.
+        config: MD settings.
+        differentiable: keep the graph through the forces (for BPTT).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        states: Sequence[ThermoState],
+        config: EngineConfig | None = None,
+        differentiable: bool = False,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.states = list(states)
+        if not self.states:
+            raise ValueError("a fit needs at least one state")
+        cutoff = float(model.cutoff)
+        for state in self.states:
+            state.check_box(cutoff)
+        self.forcefield = ForceField(model, skin=self.config.skin)
+        mean_kt = sum(s.temperature for s in self.states) / len(self.states)
+        n_atoms = self.states[0].n_atoms
+        tau = math.sqrt(self.config.nh_mass / (3.0 * n_atoms * mean_kt))  # ASE time
+        self.integrator: Integrator = make_integrator(
+            "nvt-nose-hoover",
+            self.forcefield,
+            timestep_fs(self.config.timestep),
+            temperature_K=[temperature_kelvin(s.temperature) for s in self.states],
+            tdamp_fs=tau / units.fs,
+            chain_length=self.config.chain_length,
+            differentiable=differentiable,
+        )
+        sizes = [s.n_atoms for s in self.states]
+        starts = [0]
+        for n in sizes:
+            starts.append(starts[-1] + n)
+        self.slices = [slice(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+    def initial_state(self) -> MDState:
+        """FCC starts with Maxwell–Boltzmann momenta, initialized (forces computed)."""
+        atoms = [initial_atoms(s, self.config.seed + k) for k, s in enumerate(self.states)]
+        state = MDState.from_atoms(atoms, device=self.config.device)
+        with torch.no_grad():
+            return self.integrator.init(state)
+
+    def reinit(self, state: MDState) -> MDState:
+        """Recompute forces (and thermostat settings) of a carried state with the current model."""
+        with torch.no_grad():
+            return self.forcefield(state.detach())
+
+    def run(self, state: MDState, steps: int) -> MDState:
+        """Advance ``steps`` steps without a graph."""
+        with torch.no_grad():
+            for _ in range(steps):
+                state = self.integrator.step(state)
+        return state
+
+    def rdf(
+        self,
+        positions: torch.Tensor,
+        cell: torch.Tensor,
+        grids: Sequence[RDFGrid],
+        per_frame: bool = False,
+    ) -> list[torch.Tensor]:
+        """Per-state RDFs of frames (F, N, 3) of the batched state (cell (B, 3, 3))."""
+        return [
+            compute_rdf_torch(positions[:, sl], cell[b], grids[b], per_frame=per_frame)
+            for b, sl in enumerate(self.slices)
+        ]
+
+    def sample_rdf(
+        self, state: MDState, steps: int, every: int, grids: Sequence[RDFGrid]
+    ) -> tuple[MDState, list[torch.Tensor], int]:
+        """Run ``steps`` steps without a graph; average each state's RDF over a frame every
+        ``every`` steps. Returns the final state, the RDFs and the number of frames."""
+        sums = [torch.zeros(g.nbins, dtype=state.dtype) for g in grids]
+        frames = 0
+        with torch.no_grad():
+            for n in range(1, steps + 1):
+                state = self.integrator.step(state)
+                if n % every == 0:
+                    for total, g in zip(
+                        sums, self.rdf(state.positions[None], state.cell, grids), strict=True
+                    ):
+                        total += g
+                    frames += 1
+        return state, [s / max(frames, 1) for s in sums], frames
+
+    def instability(self, state: MDState) -> str | None:
+        """Why the run counts as exploded (non-finite coordinates, a temperature above
+        ``MAX_TEMPERATURE_RATIO`` × its target), or None when it is fine."""
+        if not bool(torch.isfinite(state.positions).all() and torch.isfinite(state.momenta).all()):
+            return "positions or momenta became NaN/inf"
+        temps = state.temperature().detach() * units.kB
+        for k, s in enumerate(self.states):
+            if (
+                not math.isfinite(float(temps[k]))
+                or temps[k] > MAX_TEMPERATURE_RATIO * s.temperature
+            ):
+                return (
+                    f"state {s.name}: temperature {float(temps[k]):.3g} (target "
+                    f"{s.temperature:g}) after the step"
+                )
+        return None
+
+
+def production_rdf(
+    model: torch.nn.Module,
+    states: Sequence[ThermoState],
+    config: EngineConfig,
+    steps: int,
+    every: int,
+    start: MDState | None = None,
+    equilibration: int | None = None,
+) -> tuple[list[torch.Tensor], MDState]:
+    """Equilibrate, then average each state's RDF over ``steps`` steps (a frame every
+    ``every``): the evaluation run of a fitted potential (and of the noise floor).
+
+    Args:
+        model: the pair potential to simulate (a spline table, or any pair potential).
+        states: the state points (each needs a target, whose grid is used).
+        config: MD settings; ``config.equilibration`` steps unless ``equilibration`` is given.
+        start: a state to continue from (e.g. the end of a fit); default a fresh FCC start.
+
+    Returns:
+        (per-state RDFs, final state).
+    """
+    engine = Engine(model, states, config)
+    state = engine.initial_state() if start is None else engine.reinit(start)
+    n_equil = config.equilibration if equilibration is None else equilibration
+    state = engine.run(state, n_equil)
+    grids = [s.target.grid for s in states]
+    state, gs, _ = engine.sample_rdf(state, steps, every, grids)
+    return gs, state

@@ -1,0 +1,205 @@
+"""One interface for the three DiffSim methods, single- or multi-state, plus the evaluation run.
+
+>>> from ase_mlmd.diffsim.fit import fit, make_potential
+>>> from ase_mlmd.diffsim.systems import ThermoState
+>>> from ase_mlmd.diffsim.targets import read_rdf_csv
+>>> target = read_rdf_csv("../shared/data/lj_rdf/rdf_rho0.845_T1.0_dt0.01.csv")  # doctest: +SKIP
+>>> state = ThermoState(target.density, target.temperature, target)              # doctest: +SKIP
+>>> result = fit(make_potential("neural-pair"), [state], FitConfig(method="bptt"))  # doctest: +SKIP
+
+Multi-state fitting: pass several states (different ρ, T); they run as one batch with one shared
+potential, and the loss sums over them. After the fit, a production run of
+``config.production_steps`` steps (continuing from the fit's last state) gives each state's
+g(r) and ``rdf_dev``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ase_mlmd.diffsim.config import FitConfig, FitResult
+from ase_mlmd.diffsim.engine import production_rdf
+from ase_mlmd.diffsim.losses import rdf_dev
+from ase_mlmd.diffsim.systems import ThermoState
+from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
+from ase_mlmd.errors import DataFormatError
+from ase_mlmd.models.pair import LennardJones, Morse, PairPotential, SoftSphere, Yukawa
+from ase_mlmd.models.spline_pair import spline_from_potential
+
+#: potentials a fit can start from (the CLI's --potential)
+POTENTIALS = ("neural-pair", "lennard-jones", "morse", "yukawa", "soft-sphere")
+
+
+def make_potential(kind: str = "neural-pair", cutoff: float = 2.5, seed: int = 0, **kw: Any):
+    """A trainable pair potential to start a fit from.
+
+    ``neural-pair``: :class:`~ase_mlmd.models.neural_pair.NeuralPair` (keyword arguments go to
+    it); the analytic ones start from their defaults (or ``kw``) with ``trainable=True`` and a
+    smooth cutoff.
+    """
+    if kind == "neural-pair":
+        from ase_mlmd.models.neural_pair import NeuralPair
+
+        return NeuralPair(cutoff=cutoff, seed=seed, **kw)
+    classes = {
+        "lennard-jones": LennardJones,
+        "morse": Morse,
+        "yukawa": Yukawa,
+        "soft-sphere": SoftSphere,
+    }
+    if kind not in classes:
+        raise ValueError(f"potential must be one of {POTENTIALS}, got {kind!r}")
+    kw.setdefault("cutoff_mode", "smooth")
+    return classes[kind](cutoff=cutoff, trainable=True, **kw)
+
+
+def check_states(states: Sequence[ThermoState], cutoff: float) -> None:
+    """Every state needs a target whose grid covers the cutoff and a box ≥ 2 cutoff."""
+    if not states:
+        raise ValueError("a fit needs at least one state with a target")
+    for state in states:
+        if state.target is None:
+            raise DataFormatError(f"state {state.name} has no target RDF to fit")
+        state.target.check_cutoff(cutoff)
+        state.check_box(cutoff)
+
+
+def evaluate(
+    potential: PairPotential,
+    states: Sequence[ThermoState],
+    config: FitConfig,
+    start: Any = None,
+) -> tuple[list[torch.Tensor], list[float]]:
+    """Production run of ``potential`` at ``states``: (g per state, rdf_dev per state)."""
+    with torch.no_grad():
+        model = spline_from_potential(
+            potential,
+            TABLE_R_MIN,
+            int(round((potential.cutoff - TABLE_R_MIN) / config.table_spacing)) + 1,
+        )
+    gs, _ = production_rdf(
+        model,
+        states,
+        config.engine,
+        config.production_steps,
+        config.sample_every,
+        start=start,
+        equilibration=None if start is None else config.window,
+    )
+    return gs, [rdf_dev(g, s.target.g) for g, s in zip(gs, states, strict=True)]
+
+
+def fit(
+    potential: PairPotential | None,
+    states: Sequence[ThermoState],
+    config: FitConfig | None = None,
+    out_dir: str | Path | None = None,
+    true_potential: PairPotential | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    name: str = "diffsim-fit",
+    cutoff: float | None = None,
+) -> FitResult:
+    """Fit a pair potential to target RDFs with ``config.method`` and evaluate it.
+
+    Args:
+        potential: the trainable potential to start from (ignored by IBI, which builds a
+            spline; ``None`` for IBI).
+        states: state points with targets; several = a multi-state fit.
+        config: settings (method, optimizer, windows, MD).
+        out_dir: write the card, weights, loss curve, plots and ``report.md`` here.
+        true_potential: the potential that made the targets, when known (for the U(r) plot and
+            ``u_error``).
+        log: where progress messages go. progress: show progress bars.
+        name: card name of the result.
+        cutoff: IBI's cutoff, Å (default 2.5; the other methods use the potential's).
+
+    Returns:
+        :class:`FitResult` with ``g_final`` and ``rdf_dev`` from the production run.
+    """
+    config = config or FitConfig()
+    if potential is None and config.method != "ibi":
+        raise ValueError(f"method {config.method!r} needs a potential to start from")
+    if potential is not None:
+        cutoff = potential.cutoff
+    cutoff = 2.5 if cutoff is None else float(cutoff)
+    check_states(states, cutoff)
+    if config.method == "bptt":
+        from ase_mlmd.diffsim.bptt import fit_bptt
+
+        result = fit_bptt(potential, states, config, log, progress)
+    elif config.method == "reweighting":
+        from ase_mlmd.diffsim.reweighting import fit_reweighting
+
+        result = fit_reweighting(potential, states, config, log, progress)
+    else:
+        from ase_mlmd.diffsim.ibi import fit_ibi
+
+        result = fit_ibi(states, config, cutoff=cutoff, log=log, progress=progress)
+    gs, devs = evaluate(result.potential, states, config, start=result.final_state)
+    result.g_final = [g.numpy() for g in gs]
+    result.rdf_dev = devs
+    for state, dev in zip(states, devs, strict=True):
+        log(f"{config.method}: rdf_dev at {state.name} = {dev:.4g}")
+    if out_dir is not None:
+        from ase_mlmd.diffsim.report import write_report
+
+        write_report(result, out_dir, true_potential=true_potential, name=name, config=config)
+    return result
+
+
+def pretrain_to_pmf(
+    potential: PairPotential,
+    states: Sequence[ThermoState],
+    steps: int = 600,
+    lr: float = 1e-2,
+    g_min: float = 1e-3,
+) -> float:
+    """Start a fit from the potential of mean force: regress φ(r) on −k_B T ln g*(r).
+
+    The Boltzmann inversion of the target (IBI's U₀) is a cheap first guess that puts the
+    repulsive wall and the first well roughly in place, so that the gradient method only has to
+    correct the many-body part (the original paper starts from the prior alone, which takes
+    many more epochs). Fitted on the target grid where g* ≥ ``g_min`` (averaged over states);
+    below that, the target continues the prior's shape from the first such point, so the wall
+    stays repulsive. Returns the final RMS error of the regression, eV.
+    """
+    r_lo, curves = [], []
+    first = states[0].target
+    r = torch.as_tensor(first.r[first.r <= potential.cutoff], dtype=potential.dtype)
+    for state in states:
+        g = torch.as_tensor(
+            np.interp(r.numpy(), state.target.r, state.target.g), dtype=potential.dtype
+        )
+        inside = g >= g_min
+        r_lo.append(float(r[inside][0]))
+        curves.append(-state.temperature * torch.log(g.clamp_min(g_min)))
+    pmf = torch.stack(curves).mean(dim=0)
+    rw = max(r_lo)
+    core = torch.linspace(0.6, rw, 20, dtype=potential.dtype)
+    with torch.no_grad():
+        pmf_w = float(pmf[r >= rw][0])
+        prior = getattr(potential, "prior_energy", None)
+        shape = prior if prior is not None else (lambda x: (rw / x) ** 12)
+        wall = pmf_w + shape(core) - shape(torch.tensor(rw, dtype=potential.dtype))
+    x = torch.cat([core, r[r >= rw]])
+    y = torch.cat([wall, pmf[r >= rw]])
+    # the switch multiplies φ near the cutoff: fit the switched curve to the switched target
+    switch = torch.ones_like(x)
+    if potential.cutoff_mode == "smooth":
+        from ase_mlmd.models.pair import smoothstep_switch
+
+        switch = smoothstep_switch(x, potential.r_on, potential.cutoff)
+    optimizer = torch.optim.Adam(potential.parameters(), lr=lr)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = ((potential.cut_pair_energy(x) - y * switch) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach().sqrt())

@@ -1,0 +1,179 @@
+"""Gradient method (c), the classical baseline: Iterative Boltzmann Inversion (no gradients).
+
+U₀(r) = −k_B T ln g*(r), then U_{k+1}(r) = U_k(r) + α k_B T ln(g_k(r) / g*(r)) with g_k the RDF of
+a simulation with U_k (METRICS.md §2). Details that make it work on a 256-atom box:
+
+* U is a natural cubic spline (:class:`SplinePair`) on knots of spacing ≈ the target's, from
+  ``r_min`` to the cutoff, multiplied by the smooth switch S(r) from 0.9 r_c to r_c;
+* the update uses ln((g_k + g_min) / (g* + g_min)) with g_min = 1e-3, so it stays finite where
+  one of the RDFs vanishes;
+* below r_w, the first knot where g* ≥ g_min (the core no simulation visits), U is a repulsive
+  wall U(r_w) + c [(r_w/r)^12 − 1] matched to the slope at r_w (c ≥ k_B T), rebuilt after every
+  update;
+* several states (one shared U) average their updates, each weighted by its own k_B T.
+
+The result is a spline potential (card backend ``spline-pair``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ase_mlmd.diffsim.config import FitConfig, FitResult
+from ase_mlmd.diffsim.engine import Engine
+from ase_mlmd.diffsim.losses import rdf_dev, rdf_mse
+from ase_mlmd.diffsim.systems import ThermoState
+from ase_mlmd.errors import SimulationUnstableError
+from ase_mlmd.models.spline_pair import SplinePair
+
+G_MIN = 1e-3
+WALL_POWER = 12.0
+
+
+def _wall(values: np.ndarray, knots: np.ndarray, wall_index: int, kt: float) -> np.ndarray:
+    """Replace the values below knot ``wall_index`` by a repulsive power wall matched there."""
+    out = values.copy()
+    if wall_index <= 0:
+        return out
+    rw = knots[wall_index]
+    slope = (values[wall_index + 1] - values[wall_index]) / (knots[wall_index + 1] - rw)
+    c = max(-slope * rw / WALL_POWER, kt)
+    below = knots[:wall_index]
+    out[:wall_index] = values[wall_index] + c * ((rw / below) ** WALL_POWER - 1.0)
+    return out
+
+
+def ibi_initial_guess(
+    r: np.ndarray, g: np.ndarray, knots: np.ndarray, kt: float
+) -> tuple[np.ndarray, int]:
+    """U₀ = −k_B T ln g* on the knots (with the wall below r_w); returns (values, wall index)."""
+    g_knots = np.interp(knots, r, g, left=0.0, right=g[-1])
+    wall_index = int(np.argmax(g_knots >= G_MIN))
+    values = -kt * np.log(np.maximum(g_knots, G_MIN))
+    return _wall(values, knots, wall_index, kt), wall_index
+
+
+def ibi_update(
+    values: np.ndarray,
+    knots: np.ndarray,
+    wall_index: int,
+    states: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float]],
+    alpha: float,
+) -> np.ndarray:
+    """One IBI step: U + α Σ_s k_B T_s ln((g_s + g_min) / (g*_s + g_min)) / n_states on the knots
+    from r_w on, then the wall rebuilt.
+
+    Args:
+        values: (K,) current U at the knots, eV.
+        knots: (K,) knot positions, Å.
+        wall_index: first knot outside the wall.
+        states: per state (r grid, simulated g, target g, k_B T).
+        alpha: mixing factor α.
+    """
+    delta = np.zeros_like(values)
+    for r, g_sim, g_target, kt in states:
+        gs = np.interp(knots, r, g_sim, left=0.0, right=g_sim[-1])
+        gt = np.interp(knots, r, g_target, left=0.0, right=g_target[-1])
+        delta += kt * np.log((gs + G_MIN) / (gt + G_MIN))
+    delta /= len(states)
+    new = values.copy()
+    new[wall_index:] += alpha * delta[wall_index:]
+    kt_mean = float(np.mean([s[3] for s in states]))
+    return _wall(new, knots, wall_index, kt_mean)
+
+
+def fit_ibi(
+    states: Sequence[ThermoState],
+    config: FitConfig,
+    cutoff: float = 2.5,
+    r_min: float = 0.5,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> FitResult:
+    """Iterative Boltzmann Inversion against the states' target RDFs.
+
+    Args:
+        states: state points with targets (one shared potential).
+        config: ``ibi_alpha``, ``ibi_iterations``, ``ibi_steps``, ``sample_every``,
+            ``rw_equilibration`` (steps discarded after each update) and ``engine``.
+        cutoff: potential cutoff, Å. r_min: first knot, Å.
+
+    Returns:
+        :class:`FitResult` whose potential is a :class:`SplinePair`.
+    """
+    from tqdm.auto import tqdm
+
+    first = states[0].target
+    spacing = float(first.r[1] - first.r[0])
+    n_knots = int(round((cutoff - r_min) / spacing)) + 1
+    knots = np.linspace(r_min, cutoff, n_knots)
+    kts = [s.temperature for s in states]
+    guesses = [ibi_initial_guess(s.target.r, s.target.g, knots, s.temperature) for s in states]
+    wall_index = max(w for _, w in guesses)
+    values = np.mean([v for v, _ in guesses], axis=0)
+    values = _wall(values, knots, wall_index, float(np.mean(kts)))
+    spline = SplinePair(
+        r_min, cutoff, n_knots, values=values, cutoff_mode="smooth", r_on=0.9 * cutoff
+    )
+    engine = Engine(spline, states, config.engine)
+    grids = [s.target.grid for s in states]
+    started = time.perf_counter()
+    messages: list[str] = []
+    state = engine.run(engine.initial_state(), config.engine.equilibration)
+    good_state = state
+    history: list[dict[str, float]] = []
+    best = (np.inf, values.copy())
+    for iteration in tqdm(range(1, config.ibi_iterations + 1), desc="ibi", disable=not progress):
+        state, gs, _ = engine.sample_rdf(state, config.ibi_steps, config.sample_every, grids)
+        reason = engine.instability(state)
+        if reason is not None:
+            message = f"IBI iteration {iteration}: simulation exploded ({reason})"
+            if not history:
+                raise SimulationUnstableError(message + "; try a smaller ibi_alpha")
+            messages.append(message + "; stopped and kept the best earlier iterate")
+            log(messages[-1])
+            break
+        good_state = state
+        g_np = [g.numpy() for g in gs]
+        mse = float(sum(rdf_mse(g, s.target.g_tensor()) for g, s in zip(gs, states, strict=True)))
+        devs = [rdf_dev(g, s.target.g) for g, s in zip(g_np, states, strict=True)]
+        row = {"epoch": iteration, "loss": 0.95 * mse, "time": time.perf_counter() - started}
+        for s, dev in zip(states, devs, strict=True):
+            row[f"rdf_dev[{s.name}]"] = dev
+        history.append(row)
+        if mse < best[0]:
+            best = (mse, values.copy())
+        values = ibi_update(
+            values,
+            knots,
+            wall_index,
+            [(s.target.r, g, s.target.g, kt) for s, g, kt in zip(states, g_np, kts, strict=True)],
+            config.ibi_alpha,
+        )
+        with torch.no_grad():
+            spline.values.copy_(torch.as_tensor(values))
+        state = engine.run(engine.reinit(state), config.rw_equilibration)
+        if config.time_limit is not None and row["time"] > config.time_limit:
+            messages.append(f"stopped at iteration {iteration}: time limit {config.time_limit} s")
+            break
+    with torch.no_grad():
+        spline.values.copy_(torch.as_tensor(best[1]))
+    messages.append(
+        f"kept the iterate with the lowest RDF error ({len(history)} iterations, "
+        f"alpha = {config.ibi_alpha})"
+    )
+    return FitResult(
+        method="ibi",
+        potential=spline,
+        history=history,
+        states=[s.name for s in states],
+        r=[s.target.r for s in states],
+        g_target=[s.target.g for s in states],
+        wall_time=time.perf_counter() - started,
+        messages=messages,
+        final_state=good_state.detach(),
+    )

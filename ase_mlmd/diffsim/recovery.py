@@ -1,0 +1,88 @@
+"""Recovery from a simulation that explodes in the middle of a fit.
+
+Before every optimizer step the fit hands the guard the parameters that just gave a stable
+window (and the optimizer state and MD state that go with them). When a later window explodes
+(NaN, runaway temperature) or its loss or gradient is not finite, :meth:`ParameterGuard.recover`
+puts those parameters back, halves the learning rate and says so in the log; after
+``max_failures`` explosions in a row it gives up with :class:`SimulationUnstableError`, leaving
+the last good parameters in the model, so no NaN weights are ever written.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+
+from ase_mlmd.errors import SimulationUnstableError
+from ase_mlmd.md.state import MDState
+
+
+class ParameterGuard:
+    """Keeps the last good (parameters, optimizer state, MD state) of a fit.
+
+    Args:
+        model: the potential being fitted.
+        optimizer: its optimizer (the learning rate of every group is halved on recovery).
+        max_failures: explosions in a row before giving up.
+        log: where messages go (e.g. ``print`` or a list's ``append``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        max_failures: int,
+        log: Callable[[str], None],
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.max_failures = int(max_failures)
+        self.log = log
+        self.failures = 0
+        self.recoveries = 0
+        self.state: MDState | None = None
+        self._params = copy.deepcopy(model.state_dict())
+        self._optim = copy.deepcopy(optimizer.state_dict())
+
+    def save(self, state: MDState | None = None) -> None:
+        """Remember the current parameters and optimizer state (and ``state``) as good."""
+        self._params = copy.deepcopy(self.model.state_dict())
+        self._optim = copy.deepcopy(self.optimizer.state_dict())
+        if state is not None:
+            self.state = state.detach().clone()
+
+    def succeeded(self) -> None:
+        """A window went fine: reset the count of explosions in a row."""
+        self.failures = 0
+
+    def recover(self, reason: str, epoch: int) -> MDState | None:
+        """Restore the last good parameters and state, halve the learning rate; return the
+        state to continue from.
+
+        Raises:
+            SimulationUnstableError: after ``max_failures`` explosions in a row (the last good
+                parameters are in the model).
+        """
+        self.failures += 1
+        self.recoveries += 1
+        lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.model.load_state_dict(self._params)
+        self.optimizer.load_state_dict(self._optim)
+        new_lr = [0.5 * x for x in lr]
+        for group, value in zip(self.optimizer.param_groups, new_lr, strict=True):
+            group["lr"] = value
+        if self.failures > self.max_failures:
+            message = (
+                f"epoch {epoch}: {reason}; gave up after {self.max_failures} explosions in a row "
+                "(the model holds the last good parameters). Try a smaller learning rate, a "
+                "smaller time step or a stronger repulsive prior"
+            )
+            self.log(message)
+            raise SimulationUnstableError(message)
+        self.log(
+            f"epoch {epoch}: simulation exploded ({reason}); restored the last good parameters "
+            f"and halved the learning rate to {new_lr[0]:.3g}"
+        )
+        return None if self.state is None else self.state.clone()

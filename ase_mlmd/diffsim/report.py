@@ -1,0 +1,251 @@
+"""What a fit leaves behind: a model card + weights, the loss curve, g(r) and U(r) overlays, and
+a Markdown report.
+
+``out_dir/`` gets ``card.toml`` (+ ``weights.safetensors`` for neural and spline potentials),
+``loss.png``, ``rdf_<state>.png`` (target vs simulated g(r)), ``potential.png`` (U(r), with the
+true potential when known), ``history.csv``, ``summary.json`` and ``report.md``. Every file is
+written atomically (temporary file in the same folder, then renamed). The card loads with
+``ase_mlmd.load_calculator(out_dir / "card.toml")`` and runs with ``ase-mlmd run card.toml ...``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ase_mlmd.calculators.cards import sha256_of, write_card
+from ase_mlmd.diffsim.config import FitConfig, FitResult
+from ase_mlmd.models.neural_pair import NeuralPair
+from ase_mlmd.models.pair import LennardJones, Morse, PairPotential, SoftSphere, Yukawa
+from ase_mlmd.models.spline_pair import SplinePair
+
+WEIGHTS_FILE = "weights.safetensors"
+#: r range (Å = σ) on which U(r) is compared with the true potential
+U_COMPARE_RANGE = (1.0, 2.5)
+_ANALYTIC = {
+    LennardJones: ("lennard-jones", ("epsilon", "sigma", "n", "m")),
+    Morse: ("morse", ("epsilon", "r0", "rho0")),
+    Yukawa: ("yukawa", ("amplitude", "kappa")),
+    SoftSphere: ("soft-sphere", ("epsilon", "sigma", "n")),
+}
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    with handle:
+        handle.write(data)
+    os.replace(handle.name, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    _atomic_bytes(path, text.encode("utf-8"))
+
+
+def _save_figure(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _atomic_bytes(path, buffer.getvalue())
+
+
+def _float(value: Any) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def card_table(potential: PairPotential, name: str, description: str) -> tuple[dict, bool]:
+    """The card's TOML table for a pair potential and whether it needs a weights file."""
+    table: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "species": ["*"],
+        "cutoff": float(potential.cutoff),
+        "dtype": "float64" if potential.dtype == torch.float64 else "float32",
+        "citation": "W. Wang, Z. Wu, J. C. B. Dietschreit, R. Gómez-Bombarelli, "
+        "J. Chem. Phys. 158, 044113 (2023)",
+        "units": {"energy": "eV", "length": "Å"},
+    }
+    if isinstance(potential, NeuralPair | SplinePair):
+        table["backend"] = "neural-pair" if isinstance(potential, NeuralPair) else "spline-pair"
+        table["parameters"] = potential.hyperparameters()
+        return table, True
+    for cls, (backend, names) in _ANALYTIC.items():
+        if isinstance(potential, cls):
+            params = {k: _float(getattr(potential, k)) for k in names}
+            params["cutoff_mode"] = potential.cutoff_mode
+            if potential.cutoff_mode == "smooth":
+                params["r_on"] = float(potential.r_on)
+            table["backend"] = backend
+            table["parameters"] = params
+            return table, False
+    raise TypeError(f"no card backend for {type(potential).__name__}")
+
+
+def export_card(
+    potential: PairPotential,
+    out_dir: str | Path,
+    name: str = "diffsim-fit",
+    description: str = "pair potential fitted by DiffSim",
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``card.toml`` (+ ``weights.safetensors``) for ``potential``; return the card path.
+
+    Raises:
+        ValueError: the potential has non-finite parameters (NaN weights are never written).
+    """
+    from safetensors.torch import save
+
+    out_dir = Path(out_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in potential.state_dict().items()}
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise ValueError("refusing to export a potential with NaN/inf parameters")
+    table, needs_weights = card_table(potential, name, description)
+    if needs_weights:
+        _atomic_bytes(out_dir / WEIGHTS_FILE, save(state))
+        table["weights"] = {
+            "file": WEIGHTS_FILE,
+            "sha256": sha256_of(out_dir / WEIGHTS_FILE),
+            "format": "safetensors",
+        }
+    if provenance:
+        table["provenance"] = provenance
+    return write_card(table, out_dir / "card.toml")
+
+
+def potential_curve(potential: PairPotential, r: np.ndarray) -> np.ndarray:
+    """U(r) with the potential's cutoff treatment, eV."""
+    with torch.no_grad():
+        rr = torch.as_tensor(r, dtype=potential.dtype)
+        return potential.cut_pair_energy(rr).cpu().numpy()
+
+
+def u_error(
+    potential: PairPotential,
+    true_potential: PairPotential,
+    r_range: tuple[float, float] = U_COMPARE_RANGE,
+    n: int = 301,
+) -> float:
+    """max |U(r) − U_true(r)| over ``r_range`` (U_true without cutoff treatment), eV."""
+    r = np.linspace(*r_range, n)
+    with torch.no_grad():
+        true = true_potential.pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
+    return float(np.abs(potential_curve(potential, r) - true).max())
+
+
+def write_report(
+    result: FitResult,
+    out_dir: str | Path,
+    true_potential: PairPotential | None = None,
+    name: str = "diffsim-fit",
+    config: FitConfig | None = None,
+) -> dict[str, Any]:
+    """Write card, plots, history and ``report.md`` for a fit; return the summary dict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "method": result.method,
+        "states": result.states,
+        "rdf_dev": dict(zip(result.states, result.rdf_dev, strict=False)),
+        "epochs": len(result.history),
+        "wall_time_s": result.wall_time,
+        "messages": result.messages,
+    }
+    if true_potential is not None:
+        summary["u_error_max"] = u_error(result.potential, true_potential)
+        summary["u_error_range"] = list(U_COMPARE_RANGE)
+    provenance = {
+        "method": result.method,
+        "targets": ", ".join(result.states),
+        "rdf_dev": ", ".join(
+            f"{s}: {d:.4g}" for s, d in zip(result.states, result.rdf_dev, strict=False)
+        ),
+        "epochs": len(result.history),
+    }
+    export_card(
+        result.potential,
+        out,
+        name,
+        f"pair potential fitted by DiffSim ({result.method})",
+        provenance,
+    )
+
+    if result.history:
+        keys = sorted({k for row in result.history for k in row})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(result.history)
+        _atomic_text(out / "history.csv", buffer.getvalue())
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        epochs = [row["epoch"] for row in result.history]
+        ax.semilogy(epochs, [max(row["loss"], 1e-12) for row in result.history])
+        ax.set_xlabel("iteration" if result.method == "ibi" else "epoch (optimizer step)")
+        ax.set_ylabel("loss")
+        ax.set_title(f"{result.method}: loss")
+        _save_figure(fig, out / "loss.png")
+        plt.close(fig)
+
+    for state, r, g_t, g in zip(
+        result.states, result.r, result.g_target, result.g_final, strict=False
+    ):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot(r, g_t, "k--", lw=1.5, label="target")
+        ax.plot(r, g, lw=2, alpha=0.7, label=f"{result.method} (fitted)")
+        ax.set_xlabel("r (σ)")
+        ax.set_ylabel("g(r)")
+        ax.set_title(state)
+        ax.legend()
+        _save_figure(fig, out / f"rdf_{state}.png")
+        plt.close(fig)
+
+    r = np.linspace(0.85, float(result.potential.cutoff), 300)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(r, potential_curve(result.potential, r), lw=2, alpha=0.7, label="fitted")
+    if true_potential is not None:
+        with torch.no_grad():
+            true = true_potential.pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
+        ax.plot(r, true, "k--", lw=1.5, label="true")
+    ax.set_ylim(-2.0, 4.0)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("r (σ)")
+    ax.set_ylabel("U(r) (ε)")
+    ax.legend()
+    _save_figure(fig, out / "potential.png")
+    plt.close(fig)
+
+    lines = [
+        f"# DiffSim fit ({result.method})",
+        "",
+        "| state | rdf_dev (mean abs Δg) |",
+        "|---|---|",
+        *[f"| {s} | {d:.4g} |" for s, d in zip(result.states, result.rdf_dev, strict=False)],
+        "",
+        f"- iterations: {len(result.history)}; fit wall time: {result.wall_time:.1f} s",
+    ]
+    if "u_error_max" in summary:
+        lo, hi = U_COMPARE_RANGE
+        lines.append(f"- max |U − U_true| on [{lo}, {hi}] σ: {summary['u_error_max']:.3g} ε")
+    if config is not None:
+        lines.append(
+            f"- settings: lr {config.lr}, window {config.window}, epochs ≤ {config.epochs}, "
+            f"production {config.production_steps} steps"
+        )
+    lines += ["", "Messages:", *[f"- {m}" for m in result.messages], ""]
+    lines += ["Files: card.toml, loss.png, rdf_*.png, potential.png, history.csv, summary.json", ""]
+    _atomic_text(out / "report.md", "\n".join(lines))
+    _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,248 @@
+"""Gradient method (b): reweighting of stored states (DiffTRe; Thaler & Zavadlav 2021).
+
+A reference simulation with parameters θ̂ stores n frames: for each, its RDF g_i (no graph) and
+the coefficients B_i that make its potential energy linear in the spline table of the potential,
+U_θ(x_i) = B_i · table(θ) (:func:`ase_mlmd.models.spline_pair.hermite_energy_basis`). For nearby
+θ the ensemble average is the thermodynamic-perturbation estimate
+
+    ⟨g⟩_θ ≈ Σ_i w_i g_i,  w_i = softmax_i(−β [U_θ(x_i) − U_θ̂(x_i)]),
+
+whose gradient is exactly −β (⟨g ∂U/∂θ⟩ − ⟨g⟩⟨∂U/∂θ⟩) at θ = θ̂. Several optimizer steps reuse the
+same frames until the effective sample size N_eff = exp(−Σ w_i ln w_i) falls below
+``ess_threshold`` × n; then the engine re-simulates with the current θ (continuing from the last
+state). Nothing is backpropagated through the dynamics, so memory depends on the number of
+stored frames, not on the length of the trajectory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ase_mlmd.diffsim.config import FitConfig, FitResult, PlateauLoss
+from ase_mlmd.diffsim.engine import Engine
+from ase_mlmd.diffsim.losses import rdf_mse
+from ase_mlmd.diffsim.recovery import ParameterGuard
+from ase_mlmd.diffsim.systems import ThermoState
+from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
+from ase_mlmd.errors import SimulationUnstableError
+from ase_mlmd.md.state import MDState
+from ase_mlmd.models.pair import PairPotential
+from ase_mlmd.models.spline_pair import hermite_energy_basis
+from ase_mlmd.observables.differentiable import compute_rdf_torch, frame_pair_distances
+
+
+def reweighted_average(
+    observables: torch.Tensor,
+    energies: torch.Tensor,
+    reference_energies: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thermodynamic-perturbation average of per-frame observables and its weights' N_eff.
+
+    Args:
+        observables: (n, ...) O(x_i), no graph needed.
+        energies: (n,) U_θ(x_i), eV, with the graph to θ.
+        reference_energies: (n,) U_θ̂(x_i) of the simulation that produced the frames, eV.
+        beta: 1 / k_B T, 1/eV.
+
+    Returns:
+        (⟨O⟩_θ with the graph, effective sample size exp(−Σ w ln w) as a 0-d tensor).
+    """
+    log_w = -beta * (energies - reference_energies)
+    weights = torch.softmax(log_w, dim=0)
+    average = torch.tensordot(weights, observables, dims=([0], [0]))
+    with torch.no_grad():
+        entropy = -(weights * torch.log(weights.clamp_min(1e-300))).sum()
+    return average, torch.exp(entropy)
+
+
+class StoredFrames:
+    """Frames of one state from a reference run: RDFs (n, nbins), energy bases (n, 2K) and the
+    reference energies (n,)."""
+
+    def __init__(self, rdfs: torch.Tensor, bases: torch.Tensor, reference: torch.Tensor) -> None:
+        self.rdfs = rdfs
+        self.bases = bases
+        self.reference = reference
+
+    def energies(self, table: torch.Tensor) -> torch.Tensor:
+        """(n,) U_θ of the frames for the table (2K,) = concat(values, derivatives)."""
+        return self.bases @ table
+
+
+def sample_frames(
+    engine: Engine,
+    table: PairTable,
+    state: MDState,
+    n_frames: int,
+    every: int,
+    chunk: int = 10,
+) -> tuple[MDState, list[StoredFrames]]:
+    """Run ``n_frames × every`` steps without a graph and store each state's frames.
+
+    Frames are reduced to (RDF, energy basis) in groups of ``chunk`` as the run goes, so memory
+    does not depend on the number of steps (and only weakly on ``n_frames``).
+    """
+    grids = [s.target.grid for s in engine.states]
+    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in engine.states]
+    pending: list[torch.Tensor] = []
+    theta = torch.cat([table.values, table.derivatives]).detach()
+
+    def reduce() -> None:
+        frames = torch.stack(pending)
+        n = frames.shape[0]
+        for b, sl in enumerate(engine.slices):
+            cell = state.cell[b].expand(n, 3, 3)
+            rdfs = compute_rdf_torch(frames[:, sl], cell, grids[b], per_frame=True)
+            d, frame = frame_pair_distances(frames[:, sl], cell, table.potential.cutoff)
+            bases = hermite_energy_basis(
+                d, table.r_min, table.spline.spacing, table.n_knots, frame, n
+            )
+            parts[b].append((rdfs, bases))
+        pending.clear()
+
+    with torch.no_grad():
+        for _ in range(n_frames):
+            state = engine.run(state, every)
+            pending.append(state.positions.clone())
+            if len(pending) == chunk:
+                reduce()
+        if pending:
+            reduce()
+    stored = []
+    for chunks in parts:
+        rdfs = torch.cat([c[0] for c in chunks])
+        bases = torch.cat([c[1] for c in chunks])
+        stored.append(StoredFrames(rdfs, bases, bases @ theta))
+    return state, stored
+
+
+def fit_reweighting(
+    potential: PairPotential,
+    states: Sequence[ThermoState],
+    config: FitConfig,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> FitResult:
+    """Fit ``potential`` (in place) to the states' target RDFs by reweighting stored frames.
+
+    Raises:
+        SimulationUnstableError: the initial potential explodes, or the fit exploded
+            ``config.max_failures`` times in a row.
+    """
+    from tqdm.auto import tqdm
+
+    table = PairTable(potential, TABLE_R_MIN, config.table_spacing)
+    engine = Engine(table.spline, states, config.engine)
+    targets = [s.target.g_tensor() for s in states]
+    betas = [1.0 / s.temperature for s in states]
+    optimizer = torch.optim.Adam(potential.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.lr_factor, patience=config.patience
+    )
+    plateau = PlateauLoss(config.plateau_window)
+    messages: list[str] = []
+
+    def note(message: str) -> None:
+        messages.append(message)
+        log(message)
+
+    guard = ParameterGuard(potential, optimizer, config.max_failures, note)
+    started = time.perf_counter()
+    table.refresh(with_graph=False)
+    state = engine.run(engine.initial_state(), config.engine.equilibration)
+    reason = engine.instability(state)
+    if reason is not None:
+        raise SimulationUnstableError(
+            f"the initial potential is unstable during equilibration ({reason}); start from a "
+            "potential with a stronger repulsive prior or use a smaller time step"
+        )
+    guard.save(state)
+    history: list[dict[str, float]] = []
+    epoch, simulations = 0, 0
+    bar = tqdm(total=config.epochs, desc="reweighting", disable=not progress, leave=False)
+    done = False
+    while not done:
+        table.refresh(with_graph=False)
+        state = engine.reinit(state)
+        state = engine.run(state, config.rw_equilibration)
+        state, stored = sample_frames(engine, table, state, config.rw_frames, config.sample_every)
+        simulations += 1
+        reason = engine.instability(state)
+        if reason is not None:
+            state = guard.recover(reason, epoch)
+            continue
+        guard.succeeded()
+        guard.save(state)
+        inner = 0
+        while True:
+            table.refresh(with_graph=True)
+            theta = torch.cat([table.values, table.derivatives])
+            loss = theta.new_zeros(())
+            ess_min = float("inf")
+            parts = []
+            for frames, beta, target in zip(stored, betas, targets, strict=True):
+                g, ess = reweighted_average(
+                    frames.rdfs, frames.energies(theta), frames.reference, beta
+                )
+                ess_min = min(ess_min, float(ess) / frames.rdfs.shape[0])
+                part = rdf_mse(g, target)
+                parts.append(float(part.detach()))
+                loss = loss + config.weights.rdf * part
+            if inner > 0 and ess_min < config.ess_threshold:
+                break  # the stored frames no longer represent θ: re-simulate
+            optimizer.zero_grad()
+            loss.backward()
+            table.push_gradients()
+            finite = all(
+                p.grad is None or bool(torch.isfinite(p.grad).all()) for p in potential.parameters()
+            )
+            if not (finite and bool(torch.isfinite(loss))):
+                state = guard.recover("the reweighted loss or gradient is not finite", epoch)
+                break
+            optimizer.step()
+            epoch += 1
+            inner += 1
+            if config.callback is not None:
+                config.callback(epoch, potential)
+            value = float(loss.detach())
+            scheduler.step(plateau(value))
+            lr = optimizer.param_groups[0]["lr"]
+            elapsed = time.perf_counter() - started
+            row = {
+                "epoch": epoch,
+                "loss": value,
+                "lr": lr,
+                "time": elapsed,
+                "ess": ess_min,
+                "simulations": simulations,
+            }
+            for s, part in zip(states, parts, strict=True):
+                row[f"rdf_mse[{s.name}]"] = part
+            history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.2e}", ess=f"{ess_min:.2f}", lr=f"{lr:.1e}")
+            limit = config.time_limit is not None and elapsed > config.time_limit
+            if lr <= config.min_lr * (1 + 1e-9) or limit or epoch >= config.epochs:
+                if limit:
+                    note(f"stopped at epoch {epoch}: time limit of {config.time_limit:g} s")
+                elif lr <= config.min_lr * (1 + 1e-9):
+                    note(f"converged at epoch {epoch}: learning rate {lr:.2g} <= {config.min_lr}")
+                done = True
+                break
+    bar.close()
+    note(f"{simulations} reference simulations of {config.rw_frames} frames for {epoch} steps")
+    return FitResult(
+        method="reweighting",
+        potential=potential,
+        history=history,
+        states=[s.name for s in states],
+        r=[s.target.r for s in states],
+        g_target=[s.target.g for s in states],
+        wall_time=time.perf_counter() - started,
+        messages=messages,
+        final_state=state.detach(),
+    )

@@ -1,0 +1,107 @@
+"""Thermodynamic states to fit at: an FCC start at density ρ, Maxwell–Boltzmann velocities at T.
+
+Reduced Lennard-Jones units are ASE units with σ = 1 Å, ε = 1 eV and m = 1 amu: a reduced
+density ρ* is ρ* atoms/Å³, a reduced temperature T* is k_B T = T* eV (T = T*/k_B K), and the
+reduced time τ = σ √(m/ε) is one ASE time unit (Å √(amu/eV) ≈ 10.18 fs), so dt* = 0.01 is
+``0.01 / ase.units.fs`` fs. The engine's integrators take fs and K; :func:`timestep_fs` and
+:func:`temperature_kelvin` convert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from ase import Atoms, units
+from ase.lattice.cubic import FaceCenteredCubic
+
+from ase_mlmd.diffsim.targets import RDFTarget, VACFTarget
+from ase_mlmd.errors import InvalidStructureError
+
+#: atoms per conventional FCC cell
+FCC_BASIS = 4
+
+
+def timestep_fs(dt_reduced: float) -> float:
+    """A reduced time step (units of σ√(m/ε) = 1 ASE time unit) in fs."""
+    return float(dt_reduced) / units.fs
+
+
+def temperature_kelvin(t_reduced: float) -> float:
+    """A reduced temperature (k_B T in units of ε = 1 eV) in K."""
+    return float(t_reduced) / units.kB
+
+
+@dataclasses.dataclass
+class ThermoState:
+    """One state point of a fit.
+
+    Attributes:
+        density: number density ρ, atoms/Å³ (reduced ρ*).
+        temperature: k_B T, eV (reduced T*).
+        target: the RDF to reproduce (None: simulate only, e.g. for validation).
+        vacf: optional VACF target.
+        n_cells: FCC cells per box edge (4 gives 256 atoms, the protocol of the paper).
+        name: label in reports (default ``rho{ρ}_T{T}``).
+    """
+
+    density: float
+    temperature: float
+    target: RDFTarget | None = None
+    vacf: VACFTarget | None = None
+    n_cells: int = 4
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.density) and self.density > 0):
+            raise InvalidStructureError(f"density must be positive, got {self.density}")
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise InvalidStructureError(f"temperature must be positive, got {self.temperature}")
+        if self.n_cells < 1:
+            raise InvalidStructureError(f"n_cells must be >= 1, got {self.n_cells}")
+        if not self.name:
+            self.name = f"rho{self.density:g}_T{self.temperature:g}"
+
+    @property
+    def n_atoms(self) -> int:
+        return FCC_BASIS * self.n_cells**3
+
+    @property
+    def box_length(self) -> float:
+        """Edge of the cubic box, Å."""
+        return (self.n_atoms / self.density) ** (1.0 / 3.0)
+
+    def check_box(self, cutoff: float) -> None:
+        """Raise :class:`InvalidStructureError` if the box is shorter than twice the cutoff
+        (an atom would then interact with two images of the same neighbor)."""
+        length = self.box_length
+        if length < 2.0 * cutoff:
+            needed = int(np.ceil(2.0 * cutoff * (self.density / FCC_BASIS) ** (1 / 3)))
+            raise InvalidStructureError(
+                f"state {self.name}: {self.n_atoms} atoms at density {self.density:g} fill a box "
+                f"of {length:.3f} Å, shorter than twice the cutoff ({2 * cutoff:.3f} Å). Use at "
+                f"least {needed} FCC cells per edge (--cells {needed}, {FCC_BASIS * needed**3} "
+                "atoms) or a shorter cutoff"
+            )
+
+
+def fcc_box(density: float, n_cells: int = 4, symbol: str = "Ar", mass: float = 1.0) -> Atoms:
+    """A cubic FCC lattice of 4 n_cells³ atoms at number density ``density`` (atoms/Å³)."""
+    lattice = (FCC_BASIS / density) ** (1.0 / 3.0)
+    atoms = FaceCenteredCubic(symbol=symbol, size=(n_cells,) * 3, latticeconstant=lattice, pbc=True)
+    atoms.set_masses(np.full(len(atoms), mass))
+    return atoms
+
+
+def initial_atoms(state: ThermoState, seed: int = 0) -> Atoms:
+    """FCC start of ``state`` with Maxwell–Boltzmann momenta at its temperature (net momentum
+    removed, rescaled to exactly T), masses 1 amu."""
+    atoms = fcc_box(state.density, state.n_cells)
+    rng = np.random.default_rng(seed)
+    masses = atoms.get_masses()[:, None]
+    momenta = rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * state.temperature)
+    momenta -= momenta.mean(axis=0) * masses / masses.mean()
+    kinetic = 0.5 * (momenta**2 / masses).sum()
+    momenta *= np.sqrt(1.5 * len(atoms) * state.temperature / kinetic)
+    atoms.set_momenta(momenta)
+    return atoms

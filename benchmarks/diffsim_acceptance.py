@@ -1,0 +1,187 @@
+"""DiffSim acceptance runs: LJ recovery (BPTT, reweighting, IBI) against the noise floor, and
+transferability of single- and multi-state fits.
+
+Targets: ``../shared/data/lj_rdf`` (mdgrad's LJ data: 256 particles, cutoff 2.5 σ, dt 0.01).
+Every simulation uses the DiffSim engine settings (4×4×4 FCC start, Nosé–Hoover chain Q = 50,
+5 chains, dt = 0.01, 1000 equilibration steps); every rdf_dev comes from a production run of
+``--production`` steps with a frame every 10 steps.
+
+Parts (``--parts``; each one updates its entry of the JSON file, so parts can run separately):
+
+* ``floor``: the true LJ (ε = σ = 1, cut at 2.5 σ) at every state used below: its rdf_dev against
+  the target is the noise floor (and checks that our RDF follows the target's definition);
+* ``bptt``, ``reweighting``, ``ibi``: fits at ρ = 0.845, T = 1.0; rdf_dev, ratio to the floor,
+  max |U − U_LJ| over [1.0, 2.5] σ, wall time; outputs (card, plots) in ``--outdir/<part>``;
+* ``transfer``: BPTT fits at ρ = 0.3 and at {0.3, 0.7} jointly (T = 1.2), each evaluated at
+  ρ = 0.3, 0.5, 0.7 (T = 1.2).
+
+Usage:  python benchmarks/diffsim_acceptance.py --parts floor bptt ... [--threads 2]
+        [-o benchmarks/diffsim_acceptance.json] [--outdir benchmarks/diffsim_runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from ase_mlmd.diffsim.config import FitConfig
+from ase_mlmd.diffsim.engine import EngineConfig, production_rdf
+from ase_mlmd.diffsim.fit import evaluate, fit, make_potential
+from ase_mlmd.diffsim.losses import LossWeights, rdf_dev
+from ase_mlmd.diffsim.report import u_error
+from ase_mlmd.diffsim.systems import ThermoState
+from ase_mlmd.diffsim.targets import read_rdf_csv, read_vacf_csv
+from ase_mlmd.models.pair import LennardJones
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lj_rdf"
+MAIN = (0.845, 1.0)
+TRANSFER = [(0.3, 1.2), (0.5, 1.2), (0.7, 1.2)]
+PRIOR = {"prior_epsilon": 0.4, "prior_sigma": 0.94, "prior_n": 10.0}
+
+
+def state(rho: float, temp: float, vacf: bool = True) -> ThermoState:
+    stem = f"rho{rho}_T{temp}_dt0.01.csv"
+    vacf_path = DATA / f"vacf_{stem}"
+    return ThermoState(
+        rho,
+        temp,
+        read_rdf_csv(DATA / f"rdf_{stem}"),
+        vacf=read_vacf_csv(vacf_path) if vacf and vacf_path.exists() else None,
+    )
+
+
+def truth() -> LennardJones:
+    return LennardJones(1.0, 1.0, cutoff=2.5)
+
+
+def part_floor(args) -> dict:
+    out = {}
+    for rho, temp in [MAIN, *TRANSFER]:
+        s = state(rho, temp)
+        start = time.perf_counter()
+        (g,), _ = production_rdf(truth(), [s], EngineConfig(), args.production, 10)
+        out[s.name] = {"rdf_dev": rdf_dev(g, s.target.g), "wall_s": time.perf_counter() - start}
+        print(s.name, out[s.name], flush=True)
+    return out
+
+
+def fit_config(method: str, args) -> FitConfig:
+    return FitConfig(
+        method=method,
+        epochs=args.epochs,
+        window=args.window,
+        lr=args.lr,
+        weights=LossWeights(rdf=0.95, vacf=args.vacf_weight),
+        production_steps=args.production,
+        ibi_iterations=args.ibi_iterations,
+        ibi_alpha=args.ibi_alpha,
+        ibi_steps=args.ibi_steps,
+        rw_frames=args.rw_frames,
+        time_limit=args.time_limit,
+    )
+
+
+def part_fit(method: str, args) -> dict:
+    s = state(*MAIN)
+    potential = None if method == "ibi" else make_potential("neural-pair", seed=args.seed, **PRIOR)
+    result = fit(
+        potential,
+        [s],
+        fit_config(method, args),
+        out_dir=Path(args.outdir) / method,
+        true_potential=truth(),
+        progress=False,
+        name=f"lj-{method}",
+    )
+    return {
+        "rdf_dev": result.rdf_dev[0],
+        "u_error_max": u_error(result.potential, truth()),
+        "iterations": len(result.history),
+        "fit_wall_s": result.wall_time,
+        "messages": result.messages,
+    }
+
+
+def part_transfer(args) -> dict:
+    out = {}
+    evaluation = [state(*sp, vacf=False) for sp in TRANSFER]
+    for label, train in [("rho0.3", [(0.3, 1.2)]), ("rho0.3+0.7", [(0.3, 1.2), (0.7, 1.2)])]:
+        states = [state(*sp) for sp in train]
+        potential = make_potential("neural-pair", seed=args.seed, **PRIOR)
+        result = fit(
+            potential,
+            states,
+            fit_config("bptt", args),
+            out_dir=Path(args.outdir) / f"transfer_{label}",
+            true_potential=truth(),
+            progress=False,
+            name=f"lj-transfer-{label}",
+        )
+        _, devs = evaluate(potential, evaluation, fit_config("bptt", args))
+        out[label] = {
+            "train": [s.name for s in states],
+            "rdf_dev": {s.name: d for s, d in zip(evaluation, devs, strict=True)},
+            "u_error_max": u_error(potential, truth()),
+            "fit_wall_s": result.wall_time,
+            "iterations": len(result.history),
+        }
+        print(label, out[label], flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["floor", "bptt", "reweighting", "ibi", "transfer"],
+        choices=["floor", "bptt", "reweighting", "ibi", "transfer"],
+    )
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--window", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--vacf-weight", type=float, default=0.4)
+    parser.add_argument("--rw-frames", type=int, default=100)
+    parser.add_argument("--ibi-iterations", type=int, default=20)
+    parser.add_argument("--ibi-alpha", type=float, default=0.2)
+    parser.add_argument("--ibi-steps", type=int, default=2000)
+    parser.add_argument("--production", type=int, default=5000)
+    parser.add_argument("--time-limit", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("-o", "--output", default="benchmarks/diffsim_acceptance.json")
+    parser.add_argument("--outdir", default="benchmarks/diffsim_runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    path = Path(args.output)
+    record = json.loads(path.read_text()) if path.exists() else {}
+    for part in args.parts:
+        start = time.perf_counter()
+        if part == "floor":
+            value = part_floor(args)
+        elif part == "transfer":
+            value = part_transfer(args)
+        else:
+            value = part_fit(part, args)
+        record[part] = {
+            "result": value,
+            "wall_s": time.perf_counter() - start,
+            "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads",
+            "command": "python benchmarks/diffsim_acceptance.py " + " ".join(sys.argv[1:]),
+            "load_average_after": os.getloadavg(),
+        }
+        print(part, json.dumps(record[part], indent=1), flush=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
