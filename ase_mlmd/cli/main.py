@@ -18,6 +18,7 @@ COMMANDS = [
     ("train", "ase_mlmd.cli.train"),
     ("sample", "ase_mlmd.cli.sample"),
     ("label", "ase_mlmd.cli.label"),
+    ("diffsim", "ase_mlmd.cli.diffsim"),
     ("info", "ase.cli.info"),
     ("convert", "ase.cli.convert"),
     ("build", "ase.cli.build"),
