@@ -40,7 +40,7 @@ class DemoConfig:
     retrain: bool = False
     train_time: str = "3m"
     replicas: int = 5
-    length_ps: float = 5.0
+    length_ps: float = 15.0
     progress: bool = True
 
 

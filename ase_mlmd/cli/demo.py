@@ -46,7 +46,7 @@ class CLICommand:
         ethanol.add_argument("--retrain", action="store_true", help="train the models here")
         ethanol.add_argument("--train-time", default="3m", help="time limit per model (--retrain)")
         ethanol.add_argument("--replicas", type=int, default=5, help="replicas per model")
-        ethanol.add_argument("--length", type=float, default=5.0, help="ps per replica")
+        ethanol.add_argument("--length", type=float, default=15.0, help="ps per replica")
         ethanol.add_argument(
             "--reference-steps", type=int, default=4000, help="GFN2-xTB MD steps (0.5 fs)"
         )
