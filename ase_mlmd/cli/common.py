@@ -36,3 +36,26 @@ def make_calculator(
         register_with_ase()
         return get_calculator_class(name)(device=device, trust=trust, **parameters)
     return load_calculator(name, device=device, trust=trust, **parameters)
+
+
+def add_reference_arguments(parser, example_options: str = "charge=1") -> None:
+    """The options ``ase-mlmd sample`` and ``ase-mlmd label`` share: the reference method,
+    its options, resuming, progress and threads."""
+    from ase_mlmd.data.reference import REFERENCES
+
+    add = parser.add_argument
+    add(
+        "--reference",
+        required=True,
+        help=f"reference method: {', '.join(REFERENCES)}, or a model card name/path",
+    )
+    add("-p", "--parameters", default="", help=f"reference options, e.g. {example_options}")
+    add("--no-resume", action="store_true", help="overwrite the output instead of resuming")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add(
+        "--threads",
+        type=int,
+        default=1,
+        help="OpenMP/BLAS threads of the reference (default 1: fastest for small molecules; "
+        "0 leaves the library default)",
+    )

@@ -22,27 +22,13 @@ class CLICommand:
 
     @staticmethod
     def add_arguments(parser) -> None:
-        from ase_mlmd.data.reference import REFERENCES
+        from ase_mlmd.cli.common import add_reference_arguments
 
         add = parser.add_argument
         add("frames", help="frames file, any format ase.io.read reads")
-        add(
-            "--reference",
-            required=True,
-            help=f"reference method: {', '.join(REFERENCES)}, or a model card name/path",
-        )
-        add("-p", "--parameters", default="", help="reference options, e.g. charge=1")
+        add_reference_arguments(parser)
         add("--index", default=":", help="frames to label (default all, e.g. 0:100)")
         add("-o", "--output", default="labelled.extxyz", help="output file (extended XYZ)")
-        add("--no-resume", action="store_true", help="overwrite the output instead of resuming")
-        add("--no-progress", action="store_true", help="no progress bar")
-        add(
-            "--threads",
-            type=int,
-            default=1,
-            help="OpenMP/BLAS threads of the reference (default 1: fastest for small molecules; "
-            "0 leaves the library default)",
-        )
 
     @staticmethod
     def run(args, parser=None) -> None:

@@ -32,17 +32,12 @@ class CLICommand:
 
     @staticmethod
     def add_arguments(parser) -> None:
-        from ase_mlmd.data.reference import REFERENCES
+        from ase_mlmd.cli.common import add_reference_arguments
         from ase_mlmd.md.ase_md import ENSEMBLES
 
         add = parser.add_argument
         add("structure", help="start structure, any file ase.io.read reads (--index picks it)")
-        add(
-            "--reference",
-            required=True,
-            help=f"reference method: {', '.join(REFERENCES)}, or a model card name/path",
-        )
-        add("-p", "--parameters", default="", help="reference options, e.g. charge=1 or sigma=3.4")
+        add_reference_arguments(parser, "charge=1 or sigma=3.4")
         add("--ensemble", choices=ENSEMBLES, default="nvt-langevin")
         add("--temperature", type=float, default=300.0, help="K (default 300)")
         add(
@@ -63,15 +58,6 @@ class CLICommand:
         add("--seed", type=int, default=0)
         add("-o", "--output", default="sample.extxyz", help="frames file (extended XYZ)")
         add("--index", default="-1", help="frame of the structure file to start from")
-        add("--no-resume", action="store_true", help="overwrite the output instead of resuming")
-        add("--no-progress", action="store_true", help="no progress bar")
-        add(
-            "--threads",
-            type=int,
-            default=1,
-            help="OpenMP/BLAS threads of the reference (default 1: fastest for small molecules; "
-            "0 leaves the library default)",
-        )
 
     @staticmethod
     def run(args, parser=None) -> None:
