@@ -16,8 +16,8 @@ Methods:
 
 Measurement as ``benchmarks/md_gradient_memory.py``: one fresh subprocess per (method, L); peak
 MB = ``ru_maxrss`` after the gradient minus the resident memory just before it. A ``bptt`` run
-whose memory, extrapolated from the shorter ones, exceeds ``--max-gb`` is not run; the table
-gives the extrapolation instead.
+whose memory, extrapolated linearly from the two longest shorter ones, exceeds ``--max-gb`` is
+not run; the table gives the extrapolation instead.
 
 Usage:  python benchmarks/diffsim_memory.py [--steps 100 1000 10000] [--max-gb 6]
         [-o benchmarks/diffsim_memory.json]
@@ -75,9 +75,9 @@ def worker(method: str, steps: int, threads: int) -> dict:
     table.refresh(with_graph=False)
     state = engine.run(engine.initial_state(), 200)
     g_target = target.g_tensor()
-    every = max(1, steps // N_FRAMES)
 
-    def gradient() -> float:
+    def gradient(steps: int) -> float:
+        every = max(1, steps // N_FRAMES)
         table.refresh(with_graph=True)
         potential.zero_grad()
         if method == "reweighting":
@@ -99,13 +99,10 @@ def worker(method: str, steps: int, threads: int) -> dict:
         table.push_gradients()
         return float(loss.detach())
 
-    warm_steps = steps
-    steps = min(steps, 10)
-    gradient()  # warm-up (allocator, lazy imports) on a short trajectory
-    steps = warm_steps
+    gradient(min(steps, 10))  # warm-up (allocator, lazy imports) on a short trajectory
     baseline = current_rss_mb()
     start = time.perf_counter()
-    loss = gradient()
+    loss = gradient(steps)
     wall = time.perf_counter() - start
     grad_norm = math.sqrt(sum(float(p.grad.square().sum()) for p in potential.parameters()))
     return {
@@ -137,25 +134,37 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.threads)))
         return
     rows = []
-    per_step: float | None = None
+    measured: list[tuple[int, float]] = []  # (steps, peak MB) of the bptt runs
+
+    def extrapolate(steps: int) -> float | None:
+        """bptt memory at ``steps`` from the last two runs (slope) or the last one (ratio)."""
+        if not measured:
+            return None
+        if len(measured) == 1:
+            return measured[0][1] * steps / measured[0][0]
+        (s1, m1), (s2, m2) = measured[-2:]
+        return m2 + (m2 - m1) / (s2 - s1) * (steps - s2)
+
     for steps in sorted(args.steps):
         for method in args.methods:
-            if method == "bptt" and per_step is not None and per_step * steps > args.max_gb * 1024:
+            expected = extrapolate(steps) if method == "bptt" else None
+            if expected is not None and expected > args.max_gb * 1024:
                 rows.append(
                     {
                         "method": method,
                         "steps": steps,
                         "peak_mb": None,
-                        "extrapolated_mb": per_step * steps,
+                        "extrapolated_mb": expected,
                         "wall_s": None,
-                        "note": f"not run: ≈ {per_step * steps / 1024:.1f} GB > {args.max_gb} GB",
+                        "note": f"not run: ≈ {expected / 1024:.1f} GB (extrapolated from the "
+                        f"shorter runs) > {args.max_gb} GB",
                     }
                 )
                 print(rows[-1], flush=True)
                 continue
             row = run_worker(method, steps, args.threads)
             if method == "bptt":
-                per_step = row["peak_mb"] / steps
+                measured.append((steps, row["peak_mb"]))
             rows.append(row)
             print(row, flush=True)
     print("\n| steps | method | peak MB | wall s | note |\n|---|---|---|---|---|")
