@@ -45,6 +45,9 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
     )
     with handle:
         handle.write(data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(handle.name, 0o666 & ~umask)  # temporary files are private; results are not
     os.replace(handle.name, path)
 
 

@@ -36,6 +36,9 @@ import torch
 #: Gaussians further than this many widths from a distance (< 1.6e-8 of the peak) are skipped
 SMEAR_RANGE = 6.0
 NORMALIZATIONS = ("mdgrad", "density")
+#: frames per block when selecting pairs, and pairs per block when smearing (bound the memory)
+FRAME_CHUNK = 8
+PAIR_CHUNK = 1 << 17
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,15 +121,68 @@ def frame_pair_distances(
     Returns:
         the distances (P,), Å, and the frame of each (P,) int64.
     """
-    n_frames, n = frames.shape[0], frames.shape[1]
+    n = frames.shape[1]
     i, j = torch.triu_indices(n, n, offset=1, device=frames.device)
-    frac = torch.linalg.solve(cells.transpose(1, 2), frames.transpose(1, 2)).transpose(1, 2)
-    delta = frac[:, j] - frac[:, i]
-    delta = delta - torch.round(delta.detach())
-    d = torch.linalg.norm(torch.bmm(delta, cells), dim=2)  # (F, P)
-    keep = d.detach() < r_max
-    frame = torch.arange(n_frames, device=frames.device)[:, None].expand_as(d)
-    return d[keep], frame[keep]
+    # select the pairs without a graph, a few frames at a time (the dense F × N²/2 arrays are
+    # the largest in the whole computation), then differentiate only the selected ones
+    frame_parts, pair_parts, shift_parts = [], [], []
+    with torch.no_grad():
+        for first in range(0, frames.shape[0], FRAME_CHUNK):
+            block = slice(first, first + FRAME_CHUNK)
+            c = cells[block]
+            frac = torch.linalg.solve(c.transpose(1, 2), frames[block].transpose(1, 2))
+            frac = frac.transpose(1, 2)
+            delta = frac[:, j] - frac[:, i]
+            image = torch.round(delta)
+            d = torch.linalg.norm(torch.bmm(delta - image, c), dim=2)  # (f, P)
+            f, pair = (d < r_max).nonzero(as_tuple=True)
+            frame_parts.append(f + first)
+            pair_parts.append(pair)
+            shift_parts.append(image[f, pair])
+    frame, pair, shift = torch.cat(frame_parts), torch.cat(pair_parts), torch.cat(shift_parts)
+    a, b = i[pair], j[pair]
+    if cells.requires_grad:
+        offsets = torch.bmm(shift.unsqueeze(1), cells[frame]).squeeze(1)
+    else:  # the usual case (fixed box): no per-pair copy of the cell in the graph
+        with torch.no_grad():
+            offsets = torch.bmm(shift.unsqueeze(1), cells[frame]).squeeze(1)
+    return torch.linalg.norm(frames[frame, b] - frames[frame, a] - offsets, dim=1), frame
+
+
+class _SmearedCounts(torch.autograd.Function):
+    """Banded Gaussian histogram. Distance m adds exp(−(d_m − c)² / 2w²) at the centres
+    c = start + (nearest_m + o) Δr, o = −half … half, to bins ``base_m + o`` of a flat
+    padded array. Pairs are processed in blocks and backward recomputes the Gaussians, so the
+    memory is O(pairs), not O(pairs × band)."""
+
+    @staticmethod
+    def forward(ctx, d, nearest, base, grid_args, size):
+        start, spacing, sigma, half = grid_args
+        ctx.save_for_backward(d, nearest, base)
+        ctx.grid_args = grid_args
+        out = torch.zeros(size, dtype=d.dtype, device=d.device)
+        offsets = torch.arange(-half, half + 1, device=d.device)
+        for block in range(0, d.shape[0], PAIR_CHUNK):
+            sl = slice(block, block + PAIR_CHUNK)
+            centres = start + (nearest[sl, None] + offsets).to(d.dtype) * spacing
+            weights = torch.exp(-0.5 * ((d[sl, None] - centres) / sigma) ** 2)
+            index = base[sl, None] + offsets
+            out.index_add_(0, index.reshape(-1), weights.reshape(-1))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_counts):
+        d, nearest, base = ctx.saved_tensors
+        start, spacing, sigma, half = ctx.grid_args
+        offsets = torch.arange(-half, half + 1, device=d.device)
+        grad_d = torch.empty_like(d)
+        for block in range(0, d.shape[0], PAIR_CHUNK):
+            sl = slice(block, block + PAIR_CHUNK)
+            centres = start + (nearest[sl, None] + offsets).to(d.dtype) * spacing
+            x = (d[sl, None] - centres) / sigma
+            slope = -torch.exp(-0.5 * x**2) * x / sigma
+            grad_d[sl] = (slope * grad_counts[base[sl, None] + offsets]).sum(dim=1)
+        return grad_d, None, None, None, None
 
 
 def smeared_counts(
@@ -149,25 +205,20 @@ def smeared_counts(
     Returns:
         (nbins,) counts, or (n_frames, nbins) when ``frame`` is given.
     """
-    dtype, device = distances.dtype, distances.device
     d_ = distances.detach()
     keep = (d_ > grid.start - grid.reach) & (d_ < grid.end + grid.reach)
     d = distances[keep]
     half = int(math.ceil(grid.reach / grid.spacing)) + 1
-    offsets = torch.arange(-half, half + 1, device=device)
     nearest = torch.round((d.detach() - grid.start) / grid.spacing).long()
     # a row of nbins bins padded by 2 half on both sides per frame (nearest lies within half of
     # the grid, its band within another half): no bounds checks; the pads are cut off
     pad = 2 * half
     width = grid.nbins + 2 * pad
-    x = (d - (grid.start + nearest.to(dtype) * grid.spacing)) / grid.sigma
-    weights = torch.exp(-0.5 * (x[:, None] - offsets.to(dtype) * (grid.spacing / grid.sigma)) ** 2)
-    base = nearest + pad
+    base = nearest + pad  # bin of each distance's nearest centre in the padded row
     if frame is not None:
         base = base + frame[keep] * width
-    index = base[:, None] + offsets[None, :]
-    counts = torch.zeros(n_frames * width, dtype=dtype, device=device)
-    counts = counts.index_add(0, index.reshape(-1), weights.reshape(-1))
+    grid_args = (grid.start, grid.spacing, grid.sigma, half)
+    counts = _SmearedCounts.apply(d, nearest, base, grid_args, n_frames * width)
     counts = counts.reshape(n_frames, width)[:, pad : pad + grid.nbins]
     return counts if frame is not None else counts[0]
 
@@ -197,8 +248,8 @@ def compute_rdf_torch(
     grid = RDFGrid() if grid is None else grid
     frames = positions[None] if positions.dim() == 2 else positions
     n_frames, n_atoms = frames.shape[0], frames.shape[1]
-    if n_atoms < 2:
-        raise ValueError("an RDF needs at least two atoms")
+    if n_frames < 1 or n_atoms < 2:
+        raise ValueError(f"an RDF needs at least one frame of two atoms, got {n_frames} frames")
     cells = cell.expand(n_frames, 3, 3) if cell.dim() == 2 else cell
     dtype, device = frames.dtype, frames.device
     distances, frame = frame_pair_distances(frames, cells.to(dtype), grid.end + grid.reach)
