@@ -20,13 +20,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ase_mlmd.diffsim.config import FitConfig, FitResult, PlateauLoss
+from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_mse, vacf_mse
-from ase_mlmd.diffsim.recovery import ParameterGuard
+from ase_mlmd.diffsim.recovery import start_gradient_fit
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
-from ase_mlmd.errors import SimulationUnstableError
 from ase_mlmd.md.differentiable import bptt_windows
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.pair import PairPotential
@@ -101,28 +100,10 @@ def fit_bptt(
     table = PairTable(potential, TABLE_R_MIN, config.table_spacing)
     engine = Engine(table.spline, states, config.engine, differentiable=True)
     window_loss = WindowLoss(engine, states, config)
-    optimizer = torch.optim.Adam(potential.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.lr_factor, patience=config.patience
-    )
-    plateau = PlateauLoss(config.plateau_window)
-    messages: list[str] = []
-
-    def note(message: str) -> None:
-        messages.append(message)
-        log(message)
-
-    guard = ParameterGuard(potential, optimizer, config.max_failures, note)
-    started = time.perf_counter()
-    table.refresh(with_graph=False)
-    state = engine.run(engine.initial_state(), config.engine.equilibration)
-    reason = engine.instability(state)
-    if reason is not None:
-        raise SimulationUnstableError(
-            f"the initial potential is unstable during equilibration ({reason}); start from a "
-            "potential with a stronger repulsive prior or use a smaller time step"
-        )
-    guard.save(state)
+    start = start_gradient_fit(potential, table, engine, config, log)
+    optimizer, scheduler, plateau = start.optimizer, start.scheduler, start.plateau
+    messages, note, guard = start.messages, start.note, start.guard
+    state, started = start.state, start.started
     history: list[dict[str, float]] = []
     epoch = 0
     bar = tqdm(total=config.epochs, desc="bptt", disable=not progress, leave=False)

@@ -11,6 +11,8 @@ the last good parameters in the model, so no NaN weights are ever written.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import time
 from collections.abc import Callable
 
 import torch
@@ -86,3 +88,60 @@ class ParameterGuard:
             f"and halved the learning rate to {new_lr[0]:.3g}"
         )
         return None if self.state is None else self.state.clone()
+
+
+@dataclasses.dataclass
+class GradientFitStart:
+    """What a gradient-based fit (BPTT, reweighting) starts from: Adam with ReduceLROnPlateau
+    on a smoothed loss, the log of messages, the guard, and the equilibrated MD state."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    plateau: Callable[[float], float]
+    messages: list[str]
+    note: Callable[[str], None]
+    guard: ParameterGuard
+    state: MDState
+    started: float
+
+
+def start_gradient_fit(potential, table, engine, config, log: Callable[[str], None]):
+    """Set up the optimizer, scheduler, message log and guard of a fit and equilibrate the
+    engine with the initial potential (table without graph).
+
+    Raises:
+        SimulationUnstableError: the initial potential is unstable during equilibration.
+    """
+    from ase_mlmd.diffsim.config import PlateauLoss
+
+    optimizer = torch.optim.Adam(potential.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.lr_factor, patience=config.patience
+    )
+    messages: list[str] = []
+
+    def note(message: str) -> None:
+        messages.append(message)
+        log(message)
+
+    guard = ParameterGuard(potential, optimizer, config.max_failures, note)
+    started = time.perf_counter()
+    table.refresh(with_graph=False)
+    state = engine.run(engine.initial_state(), config.engine.equilibration)
+    reason = engine.instability(state)
+    if reason is not None:
+        raise SimulationUnstableError(
+            f"the initial potential is unstable during equilibration ({reason}); start from a "
+            "potential with a stronger repulsive prior or use a smaller time step"
+        )
+    guard.save(state)
+    return GradientFitStart(
+        optimizer,
+        scheduler,
+        PlateauLoss(config.plateau_window),
+        messages,
+        note,
+        guard,
+        state,
+        started,
+    )
