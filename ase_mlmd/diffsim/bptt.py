@@ -165,15 +165,5 @@ def fit_bptt(
         else:
             state = guard.state
     bar.close()
-    result = FitResult(
-        method="bptt",
-        potential=potential,
-        history=history,
-        states=[s.name for s in states],
-        r=[s.target.r for s in states],
-        g_target=[s.target.g for s in states],
-        wall_time=time.perf_counter() - started,
-        messages=messages,
-        final_state=None if state is None else state.detach(),
-    )
+    result = FitResult.of_states("bptt", potential, history, states, started, messages, state)
     return result

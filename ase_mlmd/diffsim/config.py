@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,3 +137,28 @@ class FitResult:
     wall_time: float = math.nan
     messages: list[str] = dataclasses.field(default_factory=list)
     final_state: Any = None
+
+    @classmethod
+    def of_states(
+        cls,
+        method: str,
+        potential: Any,
+        history: list,
+        states: Sequence[Any],
+        started: float,
+        messages: list[str],
+        final_state: Any,
+    ) -> FitResult:
+        """The result of a fit over ``states`` (ThermoStates) that started at ``started``
+        (``time.perf_counter()``); ``final_state`` is detached here."""
+        return cls(
+            method=method,
+            potential=potential,
+            history=history,
+            states=[s.name for s in states],
+            r=[s.target.r for s in states],
+            g_target=[s.target.g for s in states],
+            wall_time=time.perf_counter() - started,
+            messages=messages,
+            final_state=None if final_state is None else final_state.detach(),
+        )

@@ -166,14 +166,4 @@ def fit_ibi(
         f"kept the iterate with the lowest RDF error ({len(history)} iterations, "
         f"alpha = {config.ibi_alpha})"
     )
-    return FitResult(
-        method="ibi",
-        potential=spline,
-        history=history,
-        states=[s.name for s in states],
-        r=[s.target.r for s in states],
-        g_target=[s.target.g for s in states],
-        wall_time=time.perf_counter() - started,
-        messages=messages,
-        final_state=good_state.detach(),
-    )
+    return FitResult.of_states("ibi", spline, history, states, started, messages, good_state)

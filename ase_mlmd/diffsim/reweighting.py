@@ -216,14 +216,4 @@ def fit_reweighting(
                 break
     bar.close()
     note(f"{simulations} reference simulations of {config.rw_frames} frames for {epoch} steps")
-    return FitResult(
-        method="reweighting",
-        potential=potential,
-        history=history,
-        states=[s.name for s in states],
-        r=[s.target.r for s in states],
-        g_target=[s.target.g for s in states],
-        wall_time=time.perf_counter() - started,
-        messages=messages,
-        final_state=state.detach(),
-    )
+    return FitResult.of_states("reweighting", potential, history, states, started, messages, state)
