@@ -39,6 +39,10 @@ LOG_COLUMNS = (
 )
 #: seconds kept free at the end of ``max_time`` beyond the estimated final evaluation
 EXPORT_RESERVE_S = 2.0
+#: the estimated time of the work still due after a batch (that batch, the epoch's validation,
+#: the test evaluation) is multiplied by this, so that a machine slowing down under load late in
+#: the run does not push the final evaluation past ``max_time``
+TIME_SAFETY_FACTOR = 1.5
 #: a validation force MAE counts as better only below (1 - this) x the best so far (the same
 #: relative threshold drives ReduceLROnPlateau)
 IMPROVEMENT = 1e-4
@@ -144,8 +148,8 @@ class EpochLoop:
         self.fingerprint, self.checkpoint = fingerprint, Path(checkpoint)
         self.started, self.progress = started, progress
         self.log = self.checkpoint.parent / LOG_FILE
-        self.step_time_per_frame: float | None = None
-        self.eval_time_per_frame: float | None = None
+        self.step_time_per_frame: float | None = None  # running mean over recent batches
+        self.eval_time_per_frame: float | None = None  # the latest validation
 
     def elapsed(self) -> float:
         return self.run.elapsed_before + (time.monotonic() - self.started)
@@ -154,15 +158,19 @@ class EpochLoop:
         save_train_checkpoint(self.checkpoint, self.run.state(self.fingerprint, self.elapsed()))
 
     def out_of_time(self) -> bool:
-        """True when the time left would not cover the final validation/test and export."""
+        """True when the time left would not cover one more batch, the epoch's validation, the
+        final test evaluation and the export (recent per-frame times, with a
+        safety factor)."""
         max_time = self.config.max_time
         if max_time is None or self.run.steps == 0:
             return False
+        step = self.step_time_per_frame or 0.0
         per_frame = self.eval_time_per_frame
         if per_frame is None:
-            per_frame = 0.5 * (self.step_time_per_frame or 0.0)
+            per_frame = 0.5 * step
         n_eval = len(self.sets["val"]) + len(self.sets["test"])
-        reserve = per_frame * n_eval + EXPORT_RESERVE_S
+        due = step * self.config.batch_size + per_frame * n_eval
+        reserve = TIME_SAFETY_FACTOR * due + EXPORT_RESERVE_S
         return self.elapsed() + reserve > max_time
 
     def stop_reason(self) -> str | None:
@@ -226,7 +234,10 @@ class EpochLoop:
                 run.batch += 1
                 run.steps += 1
                 per_frame = (time.monotonic() - tick) / len(chunks[run.batch - 1])
-                self.step_time_per_frame = per_frame
+                previous = self.step_time_per_frame
+                self.step_time_per_frame = (
+                    per_frame if previous is None else 0.9 * previous + 0.1 * per_frame
+                )
                 bar.update(1)
                 bar.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4g}")
                 if run.batch % config.checkpoint_every_batches == 0 and run.batch < len(chunks):
