@@ -10,11 +10,14 @@ Parts (``--parts``; each one updates its entry of the JSON file, so parts can ru
 
 * ``floor``: the true LJ (ε = σ = 1, cut at 2.5 σ) at every state used below: its rdf_dev against
   the target is the noise floor (and checks that our RDF follows the target's definition);
-* ``bptt``, ``reweighting``, ``ibi``: fits at ρ = 0.845, T = 1.0; rdf_dev, ratio to the floor,
+* ``bptt``, ``reweighting``, ``newton``, ``ibi``: fits at ρ = 0.845, T = 1.0; rdf_dev, ratio to
+  the floor,
   max |U − U_LJ| over [1.0, 2.5] σ, wall time; outputs (card, plots) in ``--outdir/<part>``.
   Neural fits start from the prior (ε_p = 0.4, σ_p = 0.94, n = 10, as the LJ run of the paper's
   code) or, with ``--init pmf``, from the Boltzmann-inverted target; the loss adds the VACF
   (weight ``--vacf-weight``) for BPTT (reweighting averages static observables only);
+  ``newton`` (Gauss–Newton with the reweighting Jacobian) starts from −kT ln g*;
+* ``bptt_newton``: Newton iterations that refine the BPTT result of ``--outdir/bptt/card.toml``;
 * ``transfer``: BPTT fits at ρ = 0.3 and at {0.3, 0.7} jointly (T = 1.2), each evaluated at
   ρ = 0.3, 0.5, 0.7 (T = 1.2).
 
@@ -35,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from ase_mlmd.calculators.cards import read_card
+from ase_mlmd.calculators.registry import model_from_card
 from ase_mlmd.diffsim.config import FitConfig
 from ase_mlmd.diffsim.engine import EngineConfig, production_rdf
 from ase_mlmd.diffsim.fit import evaluate, fit, make_potential, pretrain_to_pmf
@@ -88,20 +93,31 @@ def fit_config(method: str, args) -> FitConfig:
         ibi_alpha=args.ibi_alpha,
         ibi_steps=args.ibi_steps,
         rw_frames=args.rw_frames,
+        newton_iterations=args.newton_iterations,
+        newton_frames=args.newton_frames,
         time_limit=args.time_limit,
     )
 
 
 def part_fit(method: str, args) -> dict:
     s = state(*MAIN)
-    potential = None if method == "ibi" else make_potential("neural-pair", seed=args.seed, **PRIOR)
-    if potential is not None and args.init == "pmf":
-        pretrain_to_pmf(potential, [s])
+    out_dir = Path(args.outdir) / method
+    if method in ("ibi", "newton"):
+        potential = None
+    elif method == "bptt_newton":
+        method, potential = (
+            "newton",
+            model_from_card(read_card(Path(args.outdir) / "bptt/card.toml")),
+        )
+    else:
+        potential = make_potential("neural-pair", seed=args.seed, **PRIOR)
+        if args.init == "pmf":
+            pretrain_to_pmf(potential, [s])
     result = fit(
         potential,
         [s],
         fit_config(method, args),
-        out_dir=Path(args.outdir) / method,
+        out_dir=out_dir,
         true_potential=truth(),
         progress=False,
         name=f"lj-{method}",
@@ -147,8 +163,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        default=["floor", "bptt", "reweighting", "ibi", "transfer"],
-        choices=["floor", "bptt", "reweighting", "ibi", "transfer"],
+        default=["floor", "bptt", "reweighting", "newton", "bptt_newton", "ibi", "transfer"],
+        choices=["floor", "bptt", "reweighting", "newton", "bptt_newton", "ibi", "transfer"],
     )
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--window", type=int, default=60)
@@ -158,6 +174,8 @@ def main() -> None:
     parser.add_argument("--ibi-iterations", type=int, default=20)
     parser.add_argument("--ibi-alpha", type=float, default=0.2)
     parser.add_argument("--ibi-steps", type=int, default=2000)
+    parser.add_argument("--newton-iterations", type=int, default=8)
+    parser.add_argument("--newton-frames", type=int, default=1000)
     parser.add_argument("--production", type=int, default=5000)
     parser.add_argument("--time-limit", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)

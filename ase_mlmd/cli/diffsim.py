@@ -9,9 +9,11 @@ class CLICommand:
     """Learn a pair potential from structure by differentiating through MD (DiffSim).
 
     fit: fit a neural (or analytic) pair potential to one or more target RDFs with
-    backpropagation through MD windows (--method bptt) or reweighting of stored states
-    (--method reweighting). ibi: the classical Iterative Boltzmann Inversion baseline on the
-    same targets. Several --target options fit one shared potential to several state points.
+    backpropagation through MD windows (--method bptt), reweighting of stored states
+    (--method reweighting), or Gauss-Newton steps with the reweighting Jacobian on a spline
+    (--method newton: inverse Monte Carlo; --start CARD refines an earlier fit). ibi: the
+    classical Iterative Boltzmann Inversion baseline on the same targets. Several --target
+    options fit one shared potential to several state points.
 
     Targets are CSV files with two rows (r, then g(r)) as in mdgrad's LJ data; the density
     and temperature come from the file name (rho0.845_T1.0) unless given. Units: --units lj
@@ -25,6 +27,8 @@ class CLICommand:
         ase-mlmd diffsim fit --target rdf_rho0.845_T1.0_dt0.01.csv --density 0.845
             --temperature 1.0 --units lj --potential neural-pair --method bptt -o fit/
         ase-mlmd diffsim fit --target A.csv --target B.csv --epochs 200 -o fit_ab/
+        ase-mlmd diffsim fit --target rdf_rho0.845_T1.0_dt0.01.csv --method newton
+            --start fit/card.toml -o refined/
         ase-mlmd diffsim ibi --target rdf_rho0.845_T1.0_dt0.01.csv -o ibi/
     """
 
@@ -41,8 +45,13 @@ class CLICommand:
             default="neural-pair",
             choices=("neural-pair", "lennard-jones", "morse", "yukawa", "soft-sphere"),
         )
-        fit.add_argument("--method", default="bptt", choices=("bptt", "reweighting"))
-        fit.add_argument("--epochs", type=int, default=300, help="optimizer steps (default 300)")
+        fit.add_argument("--method", default="bptt", choices=("bptt", "reweighting", "newton"))
+        fit.add_argument(
+            "--epochs",
+            type=int,
+            default=None,
+            help="optimizer steps (default 300; newton: Gauss-Newton iterations, default 8)",
+        )
         fit.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
         fit.add_argument("--window", type=int, default=120, help="BPTT window, steps")
         fit.add_argument(
@@ -56,7 +65,24 @@ class CLICommand:
         )
         fit.add_argument("--vacf-target", action="append", default=[], help="VACF CSV per target")
         fit.add_argument("--vacf-weight", type=float, default=0.0, help="weight of the VACF loss")
-        fit.add_argument("--frames", type=int, default=100, help="reweighting: stored frames")
+        fit.add_argument(
+            "--frames",
+            type=int,
+            default=None,
+            help="frames per reference run: reweighting (default 100), newton (default 1000)",
+        )
+        fit.add_argument(
+            "--start",
+            default=None,
+            help="newton: the card of a pair potential to refine (e.g. a BPTT fit); default "
+            "-kT ln g* with a repulsive wall",
+        )
+        fit.add_argument(
+            "--regularization",
+            type=float,
+            default=1e-4,
+            help="newton: weight of the smoothness penalty on each step (default 1e-4)",
+        )
         ibi.add_argument("--iterations", type=int, default=20)
         ibi.add_argument("--alpha", type=float, default=0.2, help="IBI mixing factor")
         ibi.add_argument("--steps", type=int, default=2000, help="sampling steps per iteration")
@@ -91,19 +117,32 @@ class CLICommand:
             if args.vacf_target and len(args.vacf_target) != len(states):
                 parser.error(f"give one --vacf-target per --target ({len(states)})")
             _attach_vacf(states, args.vacf_target)
+            newton = args.method == "newton"
+            steps = {} if args.epochs is None else {"epochs": args.epochs}
+            if newton and args.epochs is not None:
+                steps = {"newton_iterations": args.epochs}
+            frames = {}
+            if args.frames is not None:
+                frames = {"newton_frames" if newton else "rw_frames": args.frames}
             config = FitConfig(
                 method=args.method,
-                epochs=args.epochs,
                 lr=args.lr,
                 window=args.window,
                 checkpoint_every=args.checkpoint_every,
-                rw_frames=args.frames,
                 weights=LossWeights(vacf=args.vacf_weight),
+                newton_regularization=args.regularization,
+                **steps,
+                **frames,
                 **common,
             )
-            potential = make_potential(args.potential, cutoff=args.cutoff, seed=args.seed)
-            if args.init == "pmf":
-                pretrain_to_pmf(potential, states)
+            if args.start is not None and not newton:
+                parser.error("--start is for --method newton (other methods start from --init)")
+            if newton:
+                potential = None if args.start is None else _load_pair_potential(args.start)
+            else:
+                potential = make_potential(args.potential, cutoff=args.cutoff, seed=args.seed)
+                if args.init == "pmf":
+                    pretrain_to_pmf(potential, states)
         truth = LennardJones(1.0, 1.0, cutoff=args.cutoff) if args.true_potential == "lj" else None
         out = Path(args.output)
         result = fit(
@@ -182,3 +221,16 @@ def _attach_vacf(states, paths) -> None:
 
     for state, path in zip(states, paths, strict=False):
         state.vacf = read_vacf_csv(path)
+
+
+def _load_pair_potential(card: str):
+    """The pair potential of a card (``diffsim fit`` output or any pair-potential card)."""
+    from ase_mlmd.calculators.cards import read_card
+    from ase_mlmd.calculators.registry import model_from_card
+    from ase_mlmd.errors import CardError
+    from ase_mlmd.models.pair import PairPotential
+
+    model = model_from_card(read_card(card))
+    if not isinstance(model, PairPotential):
+        raise CardError(f"{card}: --start needs a pair-potential card, got {type(model).__name__}")
+    return model

@@ -13,7 +13,7 @@ import numpy as np
 from ase_mlmd.diffsim.engine import EngineConfig
 from ase_mlmd.diffsim.losses import LossWeights
 
-METHODS = ("bptt", "reweighting", "ibi")
+METHODS = ("bptt", "reweighting", "newton", "ibi")
 
 
 @dataclasses.dataclass
@@ -45,6 +45,12 @@ class FitConfig:
             this fraction of the stored frames.
         ibi_alpha, ibi_iterations, ibi_steps: IBI mixing factor, iterations, sampling steps per
             iteration.
+        newton_iterations, newton_frames: Gauss–Newton (inverse Monte Carlo) iterations and
+            frames sampled per iteration (one every ``sample_every`` steps).
+        newton_knot_bins: knot spacing of the Gauss–Newton correction, in target RDF bins.
+        newton_regularization: weight λ of the second-difference penalty on each step.
+        newton_damping: fraction of the solved step that is taken.
+        newton_max_step: trust region: largest change of a knot value per iteration, in k_B T.
         production_steps: steps of the final (evaluation) run; its RDF gives ``rdf_dev``.
         table_spacing: knot spacing of the spline the engine runs (see
             :mod:`ase_mlmd.diffsim.tabulate`), Å.
@@ -71,6 +77,12 @@ class FitConfig:
     ibi_alpha: float = 0.2
     ibi_iterations: int = 20
     ibi_steps: int = 2000
+    newton_iterations: int = 8
+    newton_frames: int = 1000
+    newton_knot_bins: int = 2
+    newton_regularization: float = 1e-4
+    newton_damping: float = 1.0
+    newton_max_step: float = 0.3
     production_steps: int = 5000
     table_spacing: float = 0.002
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
@@ -87,12 +99,23 @@ class FitConfig:
             "sample_every": self.sample_every,
             "plateau_window": self.plateau_window,
             "ibi_steps": self.ibi_steps,
+            "newton_iterations": self.newton_iterations,
+            "newton_frames": self.newton_frames,
+            "newton_knot_bins": self.newton_knot_bins,
         }
         bad = {k: v for k, v in positive.items() if not (isinstance(v, int) and v >= 1)}
         if bad:
             raise ValueError(f"these settings must be integers >= 1: {bad}")
         if not (self.lr > 0 and 0 < self.lr_factor < 1 and 0 < self.ess_threshold <= 1):
             raise ValueError("need lr > 0, 0 < lr_factor < 1 and 0 < ess_threshold <= 1")
+        if not (
+            self.newton_regularization >= 0
+            and 0 < self.newton_damping <= 1
+            and self.newton_max_step > 0
+        ):
+            raise ValueError(
+                "need newton_regularization >= 0, 0 < newton_damping <= 1, newton_max_step > 0"
+            )
         if self.rdf_every > self.window:
             raise ValueError(f"rdf_every ({self.rdf_every}) exceeds the window ({self.window})")
 
@@ -114,7 +137,7 @@ class FitResult:
     """What a fit returns.
 
     Attributes:
-        method: "bptt", "reweighting" or "ibi".
+        method: "bptt", "reweighting", "newton" or "ibi".
         potential: the fitted pair potential (last good parameters).
         history: one dict per optimizer step / IBI iteration (epoch, loss, lr, wall time, ...).
         states: names of the state points.

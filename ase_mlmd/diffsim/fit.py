@@ -109,7 +109,8 @@ def fit(
 
     Args:
         potential: the trainable potential to start from (ignored by IBI, which builds a
-            spline; ``None`` for IBI).
+            spline; ``None`` for IBI; for ``newton`` the U₀ it corrects, ``None`` =
+            −k_B T ln g*).
         states: state points with targets; several = a multi-state fit.
         config: settings (method, optimizer, windows, MD).
         out_dir: write the card, weights, loss curve, plots and ``report.md`` here.
@@ -117,13 +118,14 @@ def fit(
             ``u_error``).
         log: where progress messages go. progress: show progress bars.
         name: card name of the result.
-        cutoff: IBI's cutoff, Å (default 2.5; the other methods use the potential's).
+        cutoff: cutoff of IBI and of Newton's default start, Å (default 2.5; otherwise the
+            potential's).
 
     Returns:
         :class:`FitResult` with ``g_final`` and ``rdf_dev`` from the production run.
     """
     config = config or FitConfig()
-    if potential is None and config.method != "ibi":
+    if potential is None and config.method not in ("ibi", "newton"):
         raise ValueError(f"method {config.method!r} needs a potential to start from")
     if potential is not None:
         cutoff = potential.cutoff
@@ -137,6 +139,10 @@ def fit(
         from ase_mlmd.diffsim.reweighting import fit_reweighting
 
         result = fit_reweighting(potential, states, config, log, progress)
+    elif config.method == "newton":
+        from ase_mlmd.diffsim.newton import fit_newton
+
+        result = fit_newton(states, config, potential, cutoff, log=log, progress=progress)
     else:
         from ase_mlmd.diffsim.ibi import fit_ibi
 

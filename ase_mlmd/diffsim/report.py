@@ -242,7 +242,14 @@ def write_report(
     if "u_error_max" in summary:
         lo, hi = U_COMPARE_RANGE
         lines.append(f"- max |U − U_true| on [{lo}, {hi}] σ: {summary['u_error_max']:.3g} ε")
-    if config is not None:
+    if config is not None and config.method == "newton":
+        lines.append(
+            f"- settings: {config.newton_iterations} Gauss–Newton iterations of "
+            f"{config.newton_frames} frames (every {config.sample_every} steps), knots every "
+            f"{config.newton_knot_bins} RDF bins, λ {config.newton_regularization:g}, damping "
+            f"{config.newton_damping:g}, production {config.production_steps} steps"
+        )
+    elif config is not None:
         lines.append(
             f"- settings: lr {config.lr}, window {config.window}, epochs ≤ {config.epochs}, "
             f"production {config.production_steps} steps"
