@@ -21,7 +21,11 @@ from ase_mlmd.diffsim.systems import ThermoState, initial_atoms, temperature_kel
 from ase_mlmd.md.forcefield import ForceField
 from ase_mlmd.md.integrators import Integrator, make_integrator
 from ase_mlmd.md.state import MDState
-from ase_mlmd.observables.differentiable import RDFGrid, compute_rdf_torch
+from ase_mlmd.observables.differentiable import (
+    RDFGrid,
+    compute_rdf_torch,
+    frame_pair_distances,
+)
 
 #: a run counts as exploded when a temperature exceeds this multiple of its target
 MAX_TEMPERATURE_RATIO = 10.0
@@ -128,6 +132,20 @@ class Engine:
             compute_rdf_torch(positions[:, sl], cell[b], grids[b], per_frame=per_frame)
             for b, sl in enumerate(self.slices)
         ]
+
+    def frame_data(
+        self, frames: torch.Tensor, cell: torch.Tensor, grids: Sequence[RDFGrid], cutoff: float
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per state, for frames (F, N, 3) of the batched state (cell (B, 3, 3)): the per-frame
+        RDFs (F, bins), the pair distances below ``cutoff`` (P,) and their frame index (P,)."""
+        n = frames.shape[0]
+        out = []
+        for b, sl in enumerate(self.slices):
+            cells = cell[b].expand(n, 3, 3)
+            rdfs = compute_rdf_torch(frames[:, sl], cells, grids[b], per_frame=True)
+            d, frame = frame_pair_distances(frames[:, sl], cells, cutoff)
+            out.append((rdfs, d, frame))
+        return out
 
     def sample_rdf(
         self, state: MDState, steps: int, every: int, grids: Sequence[RDFGrid]

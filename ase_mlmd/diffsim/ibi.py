@@ -57,6 +57,26 @@ def ibi_initial_guess(
     return _wall(values, knots, wall_index, kt), wall_index
 
 
+def boltzmann_inverted_spline(
+    states: Sequence[ThermoState], cutoff: float, r_min: float
+) -> tuple[SplinePair, np.ndarray, int]:
+    """U₀ = −k_B T ln g* averaged over the states, with the repulsive wall below r_w, as a
+    natural spline on knots of the targets' spacing from ``r_min`` to ``cutoff`` (smooth switch
+    from 0.9 r_c). Returns (spline, knots, wall index)."""
+    first = states[0].target
+    spacing = float(first.r[1] - first.r[0])
+    n_knots = int(round((cutoff - r_min) / spacing)) + 1
+    knots = np.linspace(r_min, cutoff, n_knots)
+    guesses = [ibi_initial_guess(s.target.r, s.target.g, knots, s.temperature) for s in states]
+    wall_index = max(w for _, w in guesses)
+    values = np.mean([v for v, _ in guesses], axis=0)
+    values = _wall(values, knots, wall_index, float(np.mean([s.temperature for s in states])))
+    spline = SplinePair(
+        r_min, cutoff, n_knots, values=values, cutoff_mode="smooth", r_on=0.9 * cutoff
+    )
+    return spline, knots, wall_index
+
+
 def ibi_update(
     values: np.ndarray,
     knots: np.ndarray,
@@ -107,18 +127,9 @@ def fit_ibi(
     """
     from tqdm.auto import tqdm
 
-    first = states[0].target
-    spacing = float(first.r[1] - first.r[0])
-    n_knots = int(round((cutoff - r_min) / spacing)) + 1
-    knots = np.linspace(r_min, cutoff, n_knots)
+    spline, knots, wall_index = boltzmann_inverted_spline(states, cutoff, r_min)
+    values = spline.values.numpy().copy()
     kts = [s.temperature for s in states]
-    guesses = [ibi_initial_guess(s.target.r, s.target.g, knots, s.temperature) for s in states]
-    wall_index = max(w for _, w in guesses)
-    values = np.mean([v for v, _ in guesses], axis=0)
-    values = _wall(values, knots, wall_index, float(np.mean(kts)))
-    spline = SplinePair(
-        r_min, cutoff, n_knots, values=values, cutoff_mode="smooth", r_on=0.9 * cutoff
-    )
     engine = Engine(spline, states, config.engine)
     grids = [s.target.grid for s in states]
     started = time.perf_counter()

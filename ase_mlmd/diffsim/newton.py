@@ -36,6 +36,7 @@ import torch
 
 from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
+from ase_mlmd.diffsim.ibi import boltzmann_inverted_spline
 from ase_mlmd.diffsim.losses import rdf_dev, rdf_mse
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.errors import SimulationUnstableError
@@ -47,7 +48,6 @@ from ase_mlmd.models.spline_pair import (
     natural_spline_derivative_map,
     spline_from_potential,
 )
-from ase_mlmd.observables.differentiable import compute_rdf_torch, frame_pair_distances
 
 #: knots of the fine table the engine runs: first knot (reduced units) and count
 TABLE_R_MIN = 0.5
@@ -123,27 +123,6 @@ class Moments:
         return g, -beta * (self.ga / self.n - torch.outer(g, a))
 
 
-def initial_potential(states: Sequence[ThermoState], cutoff: float) -> PairPotential:
-    """−k_B T ln g* with IBI's repulsive wall (states averaged), as a natural spline."""
-    from ase_mlmd.diffsim.ibi import _wall, ibi_initial_guess
-
-    first = states[0].target
-    spacing = float(first.r[1] - first.r[0])
-    n_knots = int(round((cutoff - TABLE_R_MIN) / spacing)) + 1
-    knots = np.linspace(TABLE_R_MIN, cutoff, n_knots)
-    guesses = [ibi_initial_guess(s.target.r, s.target.g, knots, s.temperature) for s in states]
-    wall = max(w for _, w in guesses)
-    values = _wall(
-        np.mean([v for v, _ in guesses], axis=0),
-        knots,
-        wall,
-        float(np.mean([s.temperature for s in states])),
-    )
-    return SplinePair(
-        TABLE_R_MIN, cutoff, n_knots, values=values, cutoff_mode="smooth", r_on=0.9 * cutoff
-    )
-
-
 def newton_step(
     jacobians: Sequence[torch.Tensor],
     residuals: Sequence[torch.Tensor],
@@ -184,7 +163,9 @@ def fit_newton(
     """
     from tqdm.auto import tqdm
 
-    base = initial_potential(states, cutoff) if potential is None else potential
+    if potential is None:
+        potential = boltzmann_inverted_spline(states, cutoff, TABLE_R_MIN)[0]
+    base = potential
     cutoff = float(base.cutoff)
     table = spline_from_potential(base, TABLE_R_MIN, TABLE_KNOTS)
     base_values, base_derivatives = table.values.clone(), table.derivatives.clone()
@@ -293,12 +274,9 @@ def _sample(
 
     def reduce() -> None:
         frames = torch.stack(pending)
-        n = frames.shape[0]
-        for b, sl in enumerate(engine.slices):
-            cells = state.cell[b].expand(n, 3, 3)
-            g = compute_rdf_torch(frames[:, sl], cells, grids[b], per_frame=True)
-            d, frame = frame_pair_distances(frames[:, sl], cells, cutoff)
-            moments[b].add(g, correction.frame_gradients(d, frame, n))
+        data = engine.frame_data(frames, state.cell, grids, cutoff)
+        for (g, d, frame), m in zip(data, moments, strict=True):
+            m.add(g, correction.frame_gradients(d, frame, frames.shape[0]))
         pending.clear()
 
     with torch.no_grad():

@@ -30,7 +30,6 @@ from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.pair import PairPotential
 from ase_mlmd.models.spline_pair import hermite_energy_basis
-from ase_mlmd.observables.differentiable import compute_rdf_torch, frame_pair_distances
 
 
 def reweighted_average(
@@ -93,10 +92,8 @@ def sample_frames(
     def reduce() -> None:
         frames = torch.stack(pending)
         n = frames.shape[0]
-        for b, sl in enumerate(engine.slices):
-            cell = state.cell[b].expand(n, 3, 3)
-            rdfs = compute_rdf_torch(frames[:, sl], cell, grids[b], per_frame=True)
-            d, frame = frame_pair_distances(frames[:, sl], cell, table.potential.cutoff)
+        data = engine.frame_data(frames, state.cell, grids, table.potential.cutoff)
+        for b, (rdfs, d, frame) in enumerate(data):
             bases = hermite_energy_basis(
                 d, table.r_min, table.spline.spacing, table.n_knots, frame, n
             )
