@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ase_mlmd.bench.metrics import ReferenceObservables
+from ase_mlmd.bench.metrics import PMF_CLIP_KJ_PER_MOL, ReferenceObservables
 from ase_mlmd.bench.protocol import BenchConfig, ModelRun
 from ase_mlmd.bench.systems import CONDENSED, MOLECULE, PEPTIDE
 
@@ -59,8 +59,9 @@ def table_columns(kind: str, runs: Sequence[ModelRun]) -> list[tuple[str, Any]]:
         columns.append(("D (1e-9 m²/s)", lambda r: _fmt(r.metrics.get("diffusivity"))))
         columns.append(("D error (1e-9 m²/s)", lambda r: _fmt(r.metrics.get("diffusivity_error"))))
     if kind == PEPTIDE:
-        columns.append(("PMF φ MAE (kJ/mol)", lambda r: _fmt(r.metrics.get("pmf_phi_mae"))))
-        columns.append(("PMF ψ MAE (kJ/mol)", lambda r: _fmt(r.metrics.get("pmf_psi_mae"))))
+        cap = f"≤ {PMF_CLIP_KJ_PER_MOL:g}"
+        columns.append((f"PMF φ MAE (kJ/mol, {cap})", lambda r: _fmt(r.metrics.get("pmf_phi_mae"))))
+        columns.append((f"PMF ψ MAE (kJ/mol, {cap})", lambda r: _fmt(r.metrics.get("pmf_psi_mae"))))
     columns.append(("wall (s)", lambda r: f"{r.wall_time_s:.0f}"))
     return columns
 

@@ -92,13 +92,19 @@ def compute_pmf(free: np.ndarray, kT: float = KT_300K) -> tuple[np.ndarray, np.n
     return _pmf(free, 1, kT), _pmf(free, 0, kT)
 
 
-def pmf_mae(pmf_a: np.ndarray, pmf_b: np.ndarray) -> float:
+def pmf_mae(pmf_a: np.ndarray, pmf_b: np.ndarray, clip: float | None = None) -> float:
     """PMF MAE = mean |PMF_a − PMF_b| × 2π, kJ/mol (range-scaled over the 2π of the angle).
 
-    ``inf`` when one PMF is infinite where the other is not (a region one side never visits).
+    Without ``clip``: ``inf`` when one PMF is infinite where the other is not (a region one
+    side never visits) — the metric of a metadynamics FES. With ``clip`` (kJ/mol) both PMFs are
+    first capped at that value, so bins above it on both sides (or never visited) agree, and
+    a region that one side reaches below the cap but the other never visits costs
+    ``clip − PMF`` there: the finite form for plain (unbiased) runs, whose sampling cannot
+    resolve free energies above ≈ kT ln(number of frames).
 
     Raises:
         IncompatibleTrajectoriesError: the PMFs are on different grids.
+        ValueError: a non-positive ``clip``.
     """
     a, b = np.asarray(pmf_a, dtype=np.float64), np.asarray(pmf_b, dtype=np.float64)
     if a.shape != b.shape:
@@ -106,6 +112,10 @@ def pmf_mae(pmf_a: np.ndarray, pmf_b: np.ndarray) -> float:
             f"the PMFs are on different grids ({a.shape} vs {b.shape}); compute both with the "
             "same n_bins"
         )
+    if clip is not None:
+        if not clip > 0:
+            raise ValueError(f"clip must be a positive free energy (kJ/mol), got {clip}")
+        a, b = np.minimum(a, clip), np.minimum(b, clip)
     with np.errstate(invalid="ignore"):
         diff = np.where(a == b, 0.0, np.abs(a - b))  # inf − inf counts as equal
     return float(np.mean(diff) * 2 * np.pi)

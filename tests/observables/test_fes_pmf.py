@@ -102,3 +102,16 @@ def test_read_plumed_fes_rejects_other_files(tmp_path):
     )
     with pytest.raises(DataFormatError, match="2 × 2 = 4 rows"):
         read_plumed_fes(short)
+
+
+def test_clipped_pmf_mae_is_finite_and_charges_unvisited_accessible_regions():
+    """With a cap, bins above it (or never visited) on both sides agree; a bin the reference
+    puts below the cap that the simulation never visits costs (cap − reference)."""
+    ref = np.array([0.0, 5.0, 12.0, 30.0, np.inf, 8.0])
+    sim = np.array([1.0, 5.0, np.inf, np.inf, np.inf, 10.0])
+    assert pmf_mae(sim, ref) == np.inf
+    expected = (1.0 + 0.0 + (20.0 - 12.0) + 0.0 + 0.0 + 2.0) / 6 * 2 * np.pi
+    assert pmf_mae(sim, ref, clip=20.0) == pytest.approx(expected)
+    assert pmf_mae(ref, ref, clip=20.0) == 0.0
+    with pytest.raises(ValueError, match="clip"):
+        pmf_mae(sim, ref, clip=0.0)
