@@ -16,14 +16,18 @@ fcc argon box) and each number of replicas, it measures in one run, side by side
             builds TorchSim's per-system vesin lists and calls our ``SchNetPackModel`` energy
             with autograd forces, as TorchSim's own wrappers for other models do.
 
-Every path uses the same model weights, float64, the same time step, cutoff and initial
-positions and momenta (replicas differ in their momenta). Atom-steps/s = replicas × atoms ×
+Every path uses the same model weights, the same time step, cutoff and initial positions and
+momenta (replicas differ in their momenta). Positions, momenta and integration are float64 on
+every path; the networks compute in ``--model-dtype`` (float64 by default; float32 is what the
+trained cards in ``calculators/`` use — every path then casts the float64 coordinates at the
+model call, as nequip's own wrappers do). LJ is always float64. Atom-steps/s = replicas × atoms ×
 steps / seconds. Timing rounds are interleaved (order rotated each round) and the median is
 reported, so machine noise hits every path alike. As a check that the paths integrate the same
 dynamics, the largest difference of the final positions against the engine is printed.
 
 Usage:  python benchmarks/md_throughput.py [--device cpu] [--quick] [--replicas 1 8 64 256]
-            [--cases nequip schnet lj] [--ensemble nve] [-o results.json]
+            [--cases nequip schnet lj] [--ensemble nve] [--model-dtype float32]
+            [-o results.json]
 Prints a Markdown table.
 """
 
@@ -94,7 +98,7 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
 
-def nequip_case(device: str, cutoff: float = 5.0) -> Case:
+def nequip_case(device: str, model_dtype: str = "float64", cutoff: float = 5.0) -> Case:
     from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
     from nequip.integrations.torchsim import NequIPTorchSimCalc
     from nequip.utils import torch_default_dtype
@@ -103,7 +107,13 @@ def nequip_case(device: str, cutoff: float = 5.0) -> Case:
 
     types = ["H", "C", "O"]
     graph_model = build_nequip_model(
-        type_names=types, r_max=cutoff, seed=0, num_layers=3, num_features=32, l_max=1
+        type_names=types,
+        r_max=cutoff,
+        seed=0,
+        num_layers=3,
+        num_features=32,
+        l_max=1,
+        model_dtype=model_dtype,
     ).eval()
 
     def torchsim() -> torch.nn.Module:
@@ -130,11 +140,16 @@ def nequip_case(device: str, cutoff: float = 5.0) -> Case:
     )
 
 
-def schnet_case(device: str, cutoff: float = 5.0) -> Case:
+def schnet_case(device: str, model_dtype: str = "float64", cutoff: float = 5.0) -> Case:
     from ase_mlmd.models.backends.schnetpack import SchNetPackModel, build_schnet_model
 
     nnp = build_schnet_model(
-        cutoff=cutoff, n_atom_basis=128, n_interactions=3, n_rbf=20, seed=0, dtype=torch.float64
+        cutoff=cutoff,
+        n_atom_basis=128,
+        n_interactions=3,
+        n_rbf=20,
+        seed=0,
+        dtype=getattr(torch, model_dtype),
     ).eval()
     model = SchNetPackModel(nnp).to(device)
     return Case(
@@ -149,7 +164,8 @@ def schnet_case(device: str, cutoff: float = 5.0) -> Case:
     )
 
 
-def lj_case(device: str) -> Case:
+def lj_case(device: str, model_dtype: str = "float64") -> Case:
+    del model_dtype  # analytic: always float64
     from torch_sim.models.lennard_jones import LennardJonesModel
 
     from ase_mlmd.models.pair import LennardJones
@@ -188,7 +204,8 @@ class SchNetTorchSimModel(ModelInterface):
     """TorchSim ``ModelInterface`` over a :class:`SchNetPackModel`.
 
     Per-system vesin neighbor lists rebuilt at every call (``torch_sim.neighbors.vesin_nl_ts``,
-    the default of TorchSim's own ML wrappers), then the model's energy and forces by autograd.
+    the default of TorchSim's own ML wrappers), then the model's energy and forces by autograd
+    (the float64 coordinates cast to the model's dtype at the call, energy cast back).
     """
 
     def __init__(self, model: torch.nn.Module, device: str) -> None:
@@ -221,7 +238,7 @@ class SchNetTorchSimModel(ModelInterface):
             torch.cat(edges, dim=1),
             torch.cat(shifts).long(),
         )
-        energy = self.model(batch)["energy"]
+        energy = self.model(batch.to(dtype=self.model.dtype))["energy"].to(torch.float64)
         forces = -torch.autograd.grad(energy.sum(), positions)[0]
         return {"energy": energy.detach(), "forces": forces}
 
@@ -371,6 +388,7 @@ def measure(case: Case, n: int, args, ase_runner: Runner | None) -> dict:
     deviation = max_deviation(runners["torchsim"].positions(), engine_positions, case.atoms)
     row = {
         "model": case.name,
+        "model_dtype": str(case.ours.dtype).removeprefix("torch."),
         "system": case.system,
         "replicas": n,
         "atoms": atoms_total,
@@ -402,6 +420,12 @@ def main() -> None:
     parser.add_argument("--target-s", type=float, default=2.0, help="seconds per path and round")
     parser.add_argument("--max-steps", type=int, default=200, help="most steps per round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--model-dtype",
+        default="float64",
+        choices=["float64", "float32"],
+        help="dtype the NequIP/SchNet networks compute in (coordinates stay float64)",
+    )
     parser.add_argument("-o", "--output", default=None, help="write results as JSON")
     args = parser.parse_args()
     if args.quick:
@@ -411,7 +435,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows = []
     for key in args.cases:
-        case = CASES[key](args.device)
+        case = CASES[key](args.device, args.model_dtype)
         ase_runner = ASERunner(
             case, replicas(case.atoms, 1, case.temperature_K)[0], args.ensemble, args.device
         )
@@ -430,7 +454,8 @@ def main() -> None:
             )
     print(
         f"\n{date.today()}, device {args.device}, torch {torch.__version__}, "
-        f"{platform.machine()}, {torch.get_num_threads()} threads, float64, {args.ensemble}, "
+        f"{platform.machine()}, {torch.get_num_threads()} threads, networks in "
+        f"{args.model_dtype}, {args.ensemble}, "
         f"median of {args.rounds} interleaved rounds\n"
     )
     print(
