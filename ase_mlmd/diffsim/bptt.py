@@ -15,7 +15,6 @@ gradients are pushed into the potential's parameters once per window.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -23,7 +22,7 @@ import torch
 from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_mse, vacf_mse
-from ase_mlmd.diffsim.recovery import start_gradient_fit
+from ase_mlmd.diffsim.recovery import finite_gradients, start_gradient_fit
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
 from ase_mlmd.md.differentiable import bptt_windows
@@ -74,10 +73,6 @@ class WindowLoss:
         return loss, [g.detach() for g in gs]
 
 
-def _finite_gradients(model: torch.nn.Module) -> bool:
-    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
-
-
 def fit_bptt(
     potential: PairPotential,
     states: Sequence[ThermoState],
@@ -101,9 +96,7 @@ def fit_bptt(
     engine = Engine(table.spline, states, config.engine, differentiable=True)
     window_loss = WindowLoss(engine, states, config)
     start = start_gradient_fit(potential, table, engine, config, log)
-    optimizer, scheduler, plateau = start.optimizer, start.scheduler, start.plateau
-    messages, note, guard = start.messages, start.note, start.guard
-    state, started = start.state, start.started
+    optimizer, guard, state = start.optimizer, start.guard, start.state
     history: list[dict[str, float]] = []
     epoch = 0
     bar = tqdm(total=config.epochs, desc="bptt", disable=not progress, leave=False)
@@ -132,7 +125,7 @@ def fit_bptt(
                 optimizer.zero_grad()
                 loss.backward()
                 table.push_gradients()
-                if not _finite_gradients(potential):
+                if not finite_gradients(potential):
                     reason = "the gradient is not finite"
             if reason is not None:
                 state = guard.recover(reason, epoch)
@@ -145,25 +138,19 @@ def fit_bptt(
                 config.callback(epoch, potential)
             table.refresh(with_graph=True)
             value = float(loss.detach())
-            scheduler.step(plateau(value))
-            lr = optimizer.param_groups[0]["lr"]
-            row = {"epoch": epoch, "loss": value, "lr": lr, "time": time.perf_counter() - started}
+            lr, elapsed, done = start.after_step(value, epoch, config)
+            row = {"epoch": epoch, "loss": value, "lr": lr, "time": elapsed}
             for s, g, target in zip(states, gs, window_loss.g_targets, strict=True):
                 row[f"rdf_mse[{s.name}]"] = float(rdf_mse(g, target))
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.2e}", lr=f"{lr:.1e}")
-            limit = config.time_limit is not None and row["time"] > config.time_limit
-            if lr <= config.min_lr * (1 + 1e-9) or limit or epoch >= config.epochs:
-                if limit:
-                    note(f"stopped at epoch {epoch}: time limit of {config.time_limit:g} s")
-                elif lr <= config.min_lr * (1 + 1e-9):
-                    note(f"converged at epoch {epoch}: learning rate {lr:.2g} <= {config.min_lr}")
-                done = True
+            if done:
                 state = end.detach()
                 break
         else:
             state = guard.state
     bar.close()
-    result = FitResult.of_states("bptt", potential, history, states, started, messages, state)
-    return result
+    return FitResult.of_states(
+        "bptt", potential, history, states, start.started, start.messages, state
+    )

@@ -163,9 +163,11 @@ def fit_newton(
     """
     from tqdm.auto import tqdm
 
-    if potential is None:
-        potential = boltzmann_inverted_spline(states, cutoff, TABLE_R_MIN)[0]
-    base = potential
+    base = (
+        potential
+        if potential is not None
+        else boltzmann_inverted_spline(states, cutoff, TABLE_R_MIN)[0]
+    )
     cutoff = float(base.cutoff)
     table = spline_from_potential(base, TABLE_R_MIN, TABLE_KNOTS)
     base_values, base_derivatives = table.values.clone(), table.derivatives.clone()
@@ -176,6 +178,8 @@ def fit_newton(
     fine_r = table.knots
 
     def apply(values: torch.Tensor) -> None:
+        """Make ``values`` the correction's knots and U₀ + ΔU the engine's table."""
+        correction.values = values
         with torch.enable_grad():
             r = fine_r.clone().requires_grad_(True)
             du = correction(r, values)
@@ -192,6 +196,11 @@ def fit_newton(
     smoothness = correction.smoothness()
     started = time.perf_counter()
     messages: list[str] = []
+
+    def note(message: str) -> None:
+        messages.append(message)
+        log(message)
+
     state = engine.run(engine.initial_state(), config.engine.equilibration)
     reason = engine.instability(state)
     if reason is not None:
@@ -199,6 +208,7 @@ def fit_newton(
     good = (correction.values.clone(), state)
     best = (float("inf"), correction.values.clone())
     damping = config.newton_damping
+    max_step = config.newton_max_step * kt_mean  # trust region per iteration, eV
     history: list[dict[str, float]] = []
     bar = tqdm(range(1, config.newton_iterations + 1), desc="newton", disable=not progress)
     for iteration in bar:
@@ -206,15 +216,12 @@ def fit_newton(
         state, ok = _sample(engine, state, config, correction, cutoff, grids, moments)
         if not ok:
             damping *= 0.5
-            message = (
+            note(
                 f"iteration {iteration}: the simulation exploded; restored the last good "
                 f"potential and halved the step to {damping:g}"
             )
-            messages.append(message)
-            log(message)
-            correction.values, state = good[0].clone(), good[1]
-            apply(correction.values)
-            state = engine.reinit(state)
+            apply(good[0].clone())
+            state = engine.reinit(good[1])
             continue
         good = (correction.values.clone(), state)
         stats = [m.mean_and_jacobian(beta) for m, beta in zip(moments, betas, strict=True)]
@@ -232,17 +239,14 @@ def fit_newton(
         jacobians = [j for _, j in stats]
         delta = newton_step(jacobians, residuals, smoothness, config.newton_regularization)
         # trust region: no knot moves by more than newton_max_step k_B T in one iteration
-        limit = config.newton_max_step * kt_mean
         size = float(delta.abs().max())
-        scale = damping * min(1.0, limit / size) if size > 0 else 0.0
+        scale = damping * min(1.0, max_step / size) if size > 0 else 0.0
         row["step_max"] = scale * size
-        correction.values = correction.values + scale * torch.cat([delta, delta.new_zeros(1)])
-        apply(correction.values)
+        apply(correction.values + scale * torch.cat([delta, delta.new_zeros(1)]))
         state = engine.run(engine.reinit(state), config.rw_equilibration)
         if config.time_limit is not None and row["time"] > config.time_limit:
             messages.append(f"stopped at iteration {iteration}: time limit {config.time_limit} s")
             break
-    correction.values = best[1]
     apply(best[1])
     messages.append(
         f"kept the iterate with the lowest sampled RDF error ({len(history)} iterations, "

@@ -90,6 +90,11 @@ class ParameterGuard:
         return None if self.state is None else self.state.clone()
 
 
+def finite_gradients(model: torch.nn.Module) -> bool:
+    """True when no parameter gradient of ``model`` holds NaN or inf."""
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
 @dataclasses.dataclass
 class GradientFitStart:
     """What a gradient-based fit (BPTT, reweighting) starts from: Adam with ReduceLROnPlateau
@@ -103,6 +108,22 @@ class GradientFitStart:
     guard: ParameterGuard
     state: MDState
     started: float
+
+    def after_step(self, loss: float, epoch: int, config) -> tuple[float, float, bool]:
+        """Feed the scheduler the smoothed loss after optimizer step ``epoch``; return
+        (learning rate, seconds since the start, whether the fit stops here: time limit,
+        learning rate down to ``config.min_lr`` — both noted in the log — or ``config.epochs``
+        steps done)."""
+        self.scheduler.step(self.plateau(loss))
+        lr = self.optimizer.param_groups[0]["lr"]
+        elapsed = time.perf_counter() - self.started
+        limit = config.time_limit is not None and elapsed > config.time_limit
+        converged = lr <= config.min_lr * (1 + 1e-9)
+        if limit:
+            self.note(f"stopped at epoch {epoch}: time limit of {config.time_limit:g} s")
+        elif converged:
+            self.note(f"converged at epoch {epoch}: learning rate {lr:.2g} <= {config.min_lr}")
+        return lr, elapsed, limit or converged or epoch >= config.epochs
 
 
 def start_gradient_fit(potential, table, engine, config, log: Callable[[str], None]):

@@ -16,7 +16,6 @@ stored frames, not on the length of the trajectory.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,7 +23,7 @@ import torch
 from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_mse
-from ase_mlmd.diffsim.recovery import start_gradient_fit
+from ase_mlmd.diffsim.recovery import finite_gradients, start_gradient_fit
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
 from ase_mlmd.md.state import MDState
@@ -136,9 +135,7 @@ def fit_reweighting(
     targets = [s.target.g_tensor() for s in states]
     betas = [1.0 / s.temperature for s in states]
     start = start_gradient_fit(potential, table, engine, config, log)
-    optimizer, scheduler, plateau = start.optimizer, start.scheduler, start.plateau
-    messages, note, guard = start.messages, start.note, start.guard
-    state, started = start.state, start.started
+    optimizer, guard, state = start.optimizer, start.guard, start.state
     history: list[dict[str, float]] = []
     epoch, simulations = 0, 0
     bar = tqdm(total=config.epochs, desc="reweighting", disable=not progress, leave=False)
@@ -175,10 +172,7 @@ def fit_reweighting(
             optimizer.zero_grad()
             loss.backward()
             table.push_gradients()
-            finite = all(
-                p.grad is None or bool(torch.isfinite(p.grad).all()) for p in potential.parameters()
-            )
-            if not (finite and bool(torch.isfinite(loss))):
+            if not (finite_gradients(potential) and bool(torch.isfinite(loss))):
                 state = guard.recover("the reweighted loss or gradient is not finite", epoch)
                 break
             optimizer.step()
@@ -187,9 +181,7 @@ def fit_reweighting(
             if config.callback is not None:
                 config.callback(epoch, potential)
             value = float(loss.detach())
-            scheduler.step(plateau(value))
-            lr = optimizer.param_groups[0]["lr"]
-            elapsed = time.perf_counter() - started
+            lr, elapsed, done = start.after_step(value, epoch, config)
             row = {
                 "epoch": epoch,
                 "loss": value,
@@ -203,14 +195,12 @@ def fit_reweighting(
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.2e}", ess=f"{ess_min:.2f}", lr=f"{lr:.1e}")
-            limit = config.time_limit is not None and elapsed > config.time_limit
-            if lr <= config.min_lr * (1 + 1e-9) or limit or epoch >= config.epochs:
-                if limit:
-                    note(f"stopped at epoch {epoch}: time limit of {config.time_limit:g} s")
-                elif lr <= config.min_lr * (1 + 1e-9):
-                    note(f"converged at epoch {epoch}: learning rate {lr:.2g} <= {config.min_lr}")
-                done = True
+            if done:
                 break
     bar.close()
-    note(f"{simulations} reference simulations of {config.rw_frames} frames for {epoch} steps")
-    return FitResult.of_states("reweighting", potential, history, states, started, messages, state)
+    start.note(
+        f"{simulations} reference simulations of {config.rw_frames} frames for {epoch} steps"
+    )
+    return FitResult.of_states(
+        "reweighting", potential, history, states, start.started, start.messages, state
+    )
