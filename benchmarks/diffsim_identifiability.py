@@ -7,6 +7,9 @@ natural cubic spline on knots from 0.75 σ to the cutoff (spacing 0.05 σ, last 
     J = ∂⟨g⟩/∂c = −β Cov(g_frame, ∂U_frame/∂c)        (the reweighting / inverse-Monte-Carlo
                                                        fluctuation formula; c = knot values)
 
+(the pieces of ``ase_mlmd.diffsim.newton``: :class:`Correction`, :class:`Moments`,
+:func:`newton_step`)
+
 and the regularized Newton (inverse Monte Carlo) step that fits the target,
 
     Δc = argmin |J Δc − (g* − ⟨g⟩₀)|² + λ |D₂ Δc|²      (D₂: second differences).
@@ -34,16 +37,11 @@ from ase_mlmd.calculators.cards import read_card
 from ase_mlmd.calculators.registry import model_from_card
 from ase_mlmd.diffsim.engine import Engine, EngineConfig
 from ase_mlmd.diffsim.losses import rdf_dev
+from ase_mlmd.diffsim.newton import Correction, Moments, newton_step
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.targets import read_rdf_csv
 from ase_mlmd.models.pair import LennardJones
-from ase_mlmd.models.spline_pair import (
-    hermite_energy_basis,
-    hermite_spline,
-    natural_spline_derivative_map,
-    spline_from_potential,
-)
-from ase_mlmd.observables.differentiable import compute_rdf_torch, frame_pair_distances
+from ase_mlmd.models.spline_pair import spline_from_potential
 
 TARGET = Path(__file__).resolve().parents[2] / "shared/data/lj_rdf/rdf_rho0.845_T1.0_dt0.01.csv"
 KNOT_MIN, KNOT_SPACING = 0.75, 0.05
@@ -74,20 +72,13 @@ def analyse(base_name: str, frames_n: int, every: int) -> dict:
         state = engine.run(state, every)
         frames.append(state.positions.clone())
     positions = torch.stack(frames)
-    cells = state.cell[0].expand(len(frames), 3, 3)
-    g = compute_rdf_torch(positions, cells, target.grid, per_frame=True)  # (F, bins)
-    k = int(round((2.5 - KNOT_MIN) / KNOT_SPACING)) + 1
-    d, frame = frame_pair_distances(positions, cells, 2.5)
-    basis = hermite_energy_basis(d, KNOT_MIN, KNOT_SPACING, k, frame, len(frames))
-    m = natural_spline_derivative_map(k, KNOT_SPACING)
-    a = (basis[:, :k] + basis[:, k:] @ m)[:, :-1]  # ∂U_frame/∂c, last knot fixed at 0
-    g_mean = g.mean(0)
-    beta = 1.0 / point.temperature
-    jac = -beta * ((g - g_mean).T @ (a - a.mean(0))) / len(frames)
+    correction = Correction(KNOT_MIN, 2.5, KNOT_SPACING)
+    moments = Moments(len(target.g), correction.n_free)
+    ((g, d, frame),) = engine.frame_data(positions, state.cell, [target.grid], 2.5)
+    moments.add(g, correction.frame_gradients(d, frame, len(frames)))
+    g_mean, jac = moments.mean_and_jacobian(1.0 / point.temperature)
     residual = target.g_tensor() - g_mean
-    d2 = torch.zeros(k - 3, k - 1, dtype=torch.float64)
-    for i in range(k - 3):
-        d2[i, i : i + 3] = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
+    smoothness = correction.smoothness()
     out = {
         "base": base_name,
         "frames": frames_n,
@@ -98,10 +89,8 @@ def analyse(base_name: str, frames_n: int, every: int) -> dict:
         "steps": [],
     }
     for lam in LAMBDAS:
-        h = jac.T @ jac + lam * (d2.T @ d2) + 1e-10 * torch.eye(k - 1, dtype=torch.float64)
-        delta = torch.linalg.solve(h, jac.T @ residual)
-        values = torch.cat([delta, delta.new_zeros(1)])
-        du = hermite_spline(r_eval, KNOT_MIN, KNOT_SPACING, values, m @ values)
+        delta = newton_step([jac], [residual], smoothness, lam)
+        du = correction(r_eval, torch.cat([delta, delta.new_zeros(1)]))
         out["steps"].append(
             {
                 "lambda": lam,
