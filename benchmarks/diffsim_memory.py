@@ -30,27 +30,17 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
+from peak_memory import current_rss_mb, max_rss_mb
+
 METHODS = ("bptt", "bptt-checkpoint", "reweighting")
 TARGET = Path(__file__).resolve().parents[2] / "shared/data/lj_rdf/rdf_rho0.845_T1.0_dt0.01.csv"
 N_FRAMES = 100
-
-
-def current_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
-
-
-def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(method: str, steps: int, threads: int) -> dict:

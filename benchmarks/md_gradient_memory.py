@@ -35,27 +35,15 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
+from peak_memory import current_rss_mb, max_rss_mb
+
 METHODS = ("plain", "checkpoint", "tbptt")
-
-
-def current_rss_mb() -> float:
-    """Resident set size of this process now, MB (from /proc/self/status)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
-
-
-def max_rss_mb() -> float:
-    """Peak resident set size of this process so far, MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(method: str, steps: int, window: int, threads: int) -> dict:
