@@ -81,8 +81,10 @@ class PairPotential(EnergyModel):
                 value = torch.nn.Parameter(torch.tensor(value, dtype=self._dtype))
             setattr(self, name, value)
 
-    def _trainable_repr(self) -> str:
-        return ", trainable=True" if self.trainable else ""
+    def _cutoff_repr(self) -> str:
+        """The ``extra_repr`` tail every pair potential shares: cutoff, its mode, trainable."""
+        trainable = ", trainable=True" if self.trainable else ""
+        return f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{trainable}"
 
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -148,8 +150,7 @@ class LennardJones(PairPotential):
     def extra_repr(self) -> str:
         return (
             f"epsilon={_scalar(self.epsilon)}, sigma={_scalar(self.sigma)}, "
-            f"n={self.n}, m={self.m}, cutoff={self.cutoff}, "
-            f"cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
+            f"n={self.n}, m={self.m}, {self._cutoff_repr()}"
         )
 
 
@@ -192,7 +193,7 @@ class Morse(PairPotential):
     def extra_repr(self) -> str:
         return (
             f"epsilon={_scalar(self.epsilon)}, r0={_scalar(self.r0)}, rho0={_scalar(self.rho0)}, "
-            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
+            f"{self._cutoff_repr()}"
         )
 
 
@@ -227,7 +228,7 @@ class Yukawa(PairPotential):
     def extra_repr(self) -> str:
         return (
             f"amplitude={_scalar(self.amplitude)}, kappa={_scalar(self.kappa)}, "
-            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
+            f"{self._cutoff_repr()}"
         )
 
 
@@ -268,7 +269,7 @@ class SoftSphere(PairPotential):
     def extra_repr(self) -> str:
         return (
             f"epsilon={_scalar(self.epsilon)}, sigma={_scalar(self.sigma)}, n={self.n}, "
-            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
+            f"{self._cutoff_repr()}"
         )
 
 

@@ -232,7 +232,7 @@ class SplinePair(PairPotential):
         kind = "natural" if self.natural else "hermite"
         return (
             f"r_min={self.r_min}, r_max={self.r_max}, n_knots={self.n_knots}, {kind}, "
-            f"cutoff={self.cutoff}, cutoff_mode={self.cutoff_mode!r}{self._trainable_repr()}"
+            f"{self._cutoff_repr()}"
         )
 
 
