@@ -118,12 +118,11 @@ class CLICommand:
                 parser.error(f"give one --vacf-target per --target ({len(states)})")
             _attach_vacf(states, args.vacf_target)
             newton = args.method == "newton"
-            steps = {} if args.epochs is None else {"epochs": args.epochs}
-            if newton and args.epochs is not None:
-                steps = {"newton_iterations": args.epochs}
-            frames = {}
+            overrides = {}  # --epochs / --frames mean iterations / frames of the chosen method
+            if args.epochs is not None:
+                overrides["newton_iterations" if newton else "epochs"] = args.epochs
             if args.frames is not None:
-                frames = {"newton_frames" if newton else "rw_frames": args.frames}
+                overrides["newton_frames" if newton else "rw_frames"] = args.frames
             config = FitConfig(
                 method=args.method,
                 lr=args.lr,
@@ -131,8 +130,7 @@ class CLICommand:
                 checkpoint_every=args.checkpoint_every,
                 weights=LossWeights(vacf=args.vacf_weight),
                 newton_regularization=args.regularization,
-                **steps,
-                **frames,
+                **overrides,
                 **common,
             )
             if args.start is not None and not newton:

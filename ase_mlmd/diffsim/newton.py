@@ -94,11 +94,7 @@ class Correction:
 
     def smoothness(self) -> torch.Tensor:
         """(K−3, K−1) second differences of the free knot values."""
-        k = self.n_free
-        d2 = torch.zeros(k - 2, k, dtype=torch.float64)
-        for i in range(k - 2):
-            d2[i, i], d2[i, i + 1], d2[i, i + 2] = 1.0, -2.0, 1.0
-        return d2
+        return torch.diff(torch.eye(self.n_free, dtype=torch.float64), n=2, dim=0)
 
 
 class Moments:

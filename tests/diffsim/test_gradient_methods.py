@@ -35,15 +35,21 @@ from ase_mlmd.observables.differentiable import (
 ENGINE = EngineConfig(equilibration=100, seed=3)
 
 
+def simulated_lj_state(density: float, engine: EngineConfig, steps: int) -> ThermoState:
+    """108 atoms at (ρ, T = 1) with a target g(r) simulated here from the true LJ (σ = ε = 1)
+    over ``steps`` steps (a frame every 10)."""
+    grid = RDFGrid()
+    empty = RDFTarget(grid.centres().numpy(), np.ones(grid.nbins))
+    state = ThermoState(density, 1.0, empty, n_cells=3)
+    gs, _ = production_rdf(LennardJones(cutoff=2.5), [state], engine, steps=steps, every=10)
+    state.target = RDFTarget(grid.centres().numpy(), gs[0].numpy(), density, 1.0, "simulated")
+    return state
+
+
 @pytest.fixture(scope="module")
 def lj_state() -> ThermoState:
     """ρ = 0.845, T = 1 with a target g(r) simulated here from the true LJ (σ = ε = 1)."""
-    grid = RDFGrid()
-    empty = RDFTarget(grid.centres().numpy(), np.ones(grid.nbins))
-    state = ThermoState(0.845, 1.0, empty, n_cells=3)
-    gs, _ = production_rdf(LennardJones(cutoff=2.5), [state], ENGINE, steps=300, every=10)
-    state.target = RDFTarget(grid.centres().numpy(), gs[0].numpy(), 0.845, 1.0, "simulated")
-    return state
+    return simulated_lj_state(0.845, ENGINE, 300)
 
 
 def short_config(**kw) -> FitConfig:

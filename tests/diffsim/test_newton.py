@@ -14,11 +14,10 @@ from conftest import shared_file
 
 from ase_mlmd import load_calculator
 from ase_mlmd.diffsim.config import FitConfig
-from ase_mlmd.diffsim.engine import EngineConfig, production_rdf
+from ase_mlmd.diffsim.engine import EngineConfig
 from ase_mlmd.diffsim.newton import Correction, Moments, fit_newton, newton_step
 from ase_mlmd.diffsim.reweighting import reweighted_average
 from ase_mlmd.diffsim.systems import ThermoState, fcc_box
-from ase_mlmd.diffsim.targets import RDFTarget
 from ase_mlmd.models.pair import LennardJones
 from ase_mlmd.observables.differentiable import (
     RDFGrid,
@@ -106,12 +105,9 @@ def test_newton_step_solves_the_least_squares_problem():
 def lj_state() -> ThermoState:
     """108 LJ atoms at ρ = 0.7, T = 1 (a liquid for every σ used here) with a target simulated
     here from the true LJ."""
-    grid = RDFGrid()
-    empty = RDFTarget(grid.centres().numpy(), np.ones(grid.nbins))
-    state = ThermoState(0.7, 1.0, empty, n_cells=3)
-    gs, _ = production_rdf(LennardJones(cutoff=2.5), [state], ENGINE, steps=600, every=10)
-    state.target = RDFTarget(grid.centres().numpy(), gs[0].numpy(), 0.7, 1.0, "simulated")
-    return state
+    from test_gradient_methods import simulated_lj_state
+
+    return simulated_lj_state(0.7, ENGINE, 600)
 
 
 def test_short_newton_fit_moves_a_wrong_potential_toward_the_truth(lj_state):
