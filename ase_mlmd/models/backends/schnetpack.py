@@ -7,7 +7,10 @@ list; Cartesian ``offsets = shifts @ cell``, so ``R_ij = R[j] - R[i] + offsets``
 no derivatives and the postprocessors run. Forces and stress come from the shared autograd
 :func:`~ase_mlmd.models.interface.evaluate`, which strains positions and cell itself; the model's
 ``Forces``/``Response`` outputs, its ``Strain`` input (identity at zero strain) and its
-``initialize_derivatives`` are skipped.
+``initialize_derivatives`` are skipped. A plain SchNet representation (and the
+``PairwiseDistances`` input module) runs through :mod:`~ase_mlmd.models.backends.schnet_fast`:
+the model's own modules with cheaper gathers and one filter per pair of a full neighbor list,
+equal to schnetpack's forward to rounding; ``fast=False`` runs schnetpack's forward throughout.
 
 Postprocessors run exactly when ``nnp.do_postprocessing`` is true, as in schnetpack, so energies
 equal schnetpack's: ``spktrain``'s ``best_model`` carries ``CastTo64`` and ``AddOffsets`` (mean
@@ -40,6 +43,13 @@ from ase_mlmd.errors import (
     UnsupportedSpeciesError,
 )
 from ase_mlmd.models.backends import lazy_functions
+from ase_mlmd.models.backends.schnet_fast import (
+    fast_schnet_supported,
+    is_pairwise_distances,
+    pairwise_vectors,
+    schnet_representation,
+    symmetric_pairs,
+)
 from ase_mlmd.models.interface import EnergyModel
 
 INSTALL_HINT = (
@@ -157,6 +167,13 @@ class SchNetPackModel(EnergyModel):
             ``Forces``/``Response`` module, else the key of its only ``Atomwise``, else
             ``"energy"``.
         dtype: cast the model to this dtype (default: keep).
+        fast: run a plain SchNet representation and the ``PairwiseDistances`` input module
+            through :mod:`~ase_mlmd.models.backends.schnet_fast` (the model's own modules,
+            cheaper gathers; the same results to rounding). Other representations always run
+            schnetpack's own forward. ``False``: schnetpack's forward everywhere.
+
+    Attributes:
+        fast_representation: whether the representation runs the fast SchNet forward.
     """
 
     def __init__(
@@ -166,6 +183,7 @@ class SchNetPackModel(EnergyModel):
         cutoff: float | None = None,
         energy_key: str | None = None,
         dtype: torch.dtype | None = None,
+        fast: bool = True,
     ) -> None:
         spk = import_schnetpack()
         if not all(hasattr(nnp, a) for a in ("representation", "input_modules", "output_modules")):
@@ -193,6 +211,12 @@ class SchNetPackModel(EnergyModel):
         self.max_atomic_number = None if size is None else size - 1
         derivative_types = (spk.atomistic.Forces, spk.atomistic.Response)
         self._skip_inputs = [isinstance(m, spk.atomistic.Strain) for m in nnp.input_modules]
+        self._fast_inputs = [fast and is_pairwise_distances(m) for m in nnp.input_modules]
+        self.fast_representation = bool(fast) and fast_schnet_supported(nnp.representation)
+        # filters once per pair: only when the representation sees our (full) list unchanged
+        self._pair_filters = self.fast_representation and all(
+            skip or fast for skip, fast in zip(self._skip_inputs, self._fast_inputs, strict=True)
+        )
         self._skip_outputs = [
             isinstance(m, derivative_types) or bool(getattr(m, "required_derivatives", None))
             for m in nnp.output_modules
@@ -276,9 +300,18 @@ class SchNetPackModel(EnergyModel):
 
         nnp = self.nnp
         inputs = self.spk_inputs(batch)
-        for module, skip in zip(nnp.input_modules, self._skip_inputs, strict=True):
-            inputs = inputs if skip else module(inputs)
-        inputs = nnp.representation(inputs)
+        for module, skip, fast in zip(
+            nnp.input_modules, self._skip_inputs, self._fast_inputs, strict=True
+        ):
+            if not skip:
+                inputs = pairwise_vectors(inputs) if fast else module(inputs)
+        if self.fast_representation:
+            pairs = None
+            if self._pair_filters:
+                pairs = symmetric_pairs(*batch.edge_index, batch.cell_shifts, len(batch.numbers))
+            inputs = schnet_representation(nnp.representation, inputs, pairs)
+        else:
+            inputs = nnp.representation(inputs)
         for module, skip in zip(nnp.output_modules, self._skip_outputs, strict=True):
             inputs = inputs if skip else module(inputs)
         per_atom = None
