@@ -74,7 +74,7 @@ def analyse(base_name: str, frames_n: int, every: int) -> dict:
     positions = torch.stack(frames)
     correction = Correction(KNOT_MIN, 2.5, KNOT_SPACING)
     moments = Moments(len(target.g), correction.n_free)
-    ((g, d, frame),) = engine.frame_data(positions, state.cell, [target.grid], 2.5)
+    ((g, d, frame),) = engine.frame_data(positions, state.cell, 2.5)
     moments.add(g, correction.frame_gradients(d, frame, len(frames)))
     g_mean, jac = moments.mean_and_jacobian(1.0 / point.temperature)
     residual = target.g_tensor() - g_mean

@@ -83,7 +83,7 @@ def worker(method: str, steps: int, threads: int) -> dict:
             params = [table.values, table.derivatives]
             out = rollout(engine.integrator, start, steps, lambda s: s.positions, k, params)
             frames = out.values[every - 1 :: every][:N_FRAMES]
-            g = engine.rdf(frames, out.state.cell, [target.grid])[0]
+            g = engine.rdf(frames, out.state.cell)[0]
         loss = 0.95 * rdf_mse(g, g_target)
         loss.backward()
         table.push_gradients()

@@ -27,6 +27,7 @@ from ase_mlmd.errors import CardError, UnknownCalculatorError
 from ase_mlmd.models.interface import EnergyModel
 from ase_mlmd.models.neural_pair import NeuralPair
 from ase_mlmd.models.pair import LennardJones, Morse, SoftSphere, Yukawa
+from ase_mlmd.models.species_pair import SpeciesPairPotential
 from ase_mlmd.models.spline_pair import SplinePair
 from ase_mlmd.models.units import UnitConvertedModel
 
@@ -41,6 +42,8 @@ PAIR_BACKENDS = {
     "spline-pair": SplinePair,
 }
 ML_BACKENDS = ("nequip", "schnetpack")
+#: one pair potential per species pair: [parameters.pairs."A-B"] = {backend, parameters}
+SPECIES_PAIR_BACKEND = "species-pair"
 
 
 def card_directories() -> list[Path]:
@@ -97,14 +100,10 @@ def model_from_card(card: ModelCard, trust: bool = False) -> EnergyModel:
     Tensor-only weights (safetensors, state_dict) load without trust; formats that execute code
     raise :class:`~ase_mlmd.errors.UntrustedModelError` unless ``trust=True``.
     """
-    if card.backend in PAIR_BACKENDS:
-        params = dict(card.parameters)
-        params.setdefault("cutoff", card.cutoff)
+    if card.backend in PAIR_BACKENDS or card.backend == SPECIES_PAIR_BACKEND:
         try:
-            model: EnergyModel = PAIR_BACKENDS[card.backend](
-                **params, species=card.species, dtype=card.dtype
-            )
-        except (TypeError, ValueError) as err:
+            model: EnergyModel = _pair_model(card.backend, dict(card.parameters), card)
+        except (TypeError, ValueError, KeyError) as err:
             raise CardError(f"{card.path}: bad [parameters] for {card.backend}: {err}") from None
         if card.weights is not None:
             _load_pair_weights(model, card)
@@ -118,7 +117,7 @@ def model_from_card(card: ModelCard, trust: bool = False) -> EnergyModel:
     else:
         raise CardError(
             f"{card.path}: unknown backend {card.backend!r}; use one of "
-            f"{sorted(PAIR_BACKENDS) + list(ML_BACKENDS)}"
+            f"{sorted(PAIR_BACKENDS) + [SPECIES_PAIR_BACKEND] + list(ML_BACKENDS)}"
         )
     if card.energy_unit != "eV" or LENGTH_UNITS[card.length_unit] != 1.0:
         model = UnitConvertedModel(
@@ -126,6 +125,30 @@ def model_from_card(card: ModelCard, trust: bool = False) -> EnergyModel:
         )
     model.card = card
     return model
+
+
+def _pair_model(backend: str, params: dict, card: ModelCard) -> EnergyModel:
+    """A pair potential (or a species-pair potential of them) from card parameters."""
+    if backend != SPECIES_PAIR_BACKEND:
+        if backend not in PAIR_BACKENDS:
+            raise ValueError(
+                f"unknown pair backend {backend!r}; use one of {sorted(PAIR_BACKENDS)}"
+            )
+        params.setdefault("cutoff", card.cutoff)
+        species = card.species if card.backend != SPECIES_PAIR_BACKEND else None
+        return PAIR_BACKENDS[backend](**params, species=species, dtype=card.dtype)
+    pairs = params.pop("pairs", None)
+    if not isinstance(pairs, dict) or not pairs or params:
+        raise ValueError(
+            'a species-pair card has only [parameters.pairs."A-B"] tables, each with backend '
+            "and parameters"
+        )
+    built = {}
+    for label, entry in pairs.items():
+        if not isinstance(entry, dict) or "backend" not in entry:
+            raise ValueError(f"pair {label}: needs backend = ... and [parameters]")
+        built[label] = _pair_model(entry["backend"], dict(entry.get("parameters", {})), card)
+    return SpeciesPairPotential(built)
 
 
 def _load_pair_weights(model: EnergyModel, card: ModelCard) -> None:

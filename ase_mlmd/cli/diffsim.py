@@ -16,7 +16,11 @@ class CLICommand:
     options fit one shared potential to several state points.
 
     Targets are CSV files with two rows (r, then g(r)) as in mdgrad's LJ data; the density
-    and temperature come from the file name (rho0.845_T1.0) unless given. Units: --units lj
+    and temperature come from the file name (rho0.845_T1.0) unless given. A mixture target
+    holds one g row per species pair, named in header lines ("# pairs: Ar-Ar,Ar-Kr,Kr-Kr",
+    "# composition: Ar:0.75,Kr:0.25", optionally "# density:" / "# temperature:"); mixtures
+    are fitted by --method bptt with one potential (--potential) per species pair, and several
+    compositions given as several --target fit one set of pair potentials. Units: --units lj
     (reduced Lennard-Jones units = ASE units with sigma = 1 A, epsilon = 1 eV, m = 1 amu).
     The output folder gets card.toml (+ weights.safetensors), loss.png, rdf_*.png,
     potential.png, history.csv, summary.json and report.md; the card is an ordinary
@@ -30,6 +34,8 @@ class CLICommand:
         ase-mlmd diffsim fit --target rdf_rho0.845_T1.0_dt0.01.csv --method newton
             --start fit/card.toml -o refined/
         ase-mlmd diffsim ibi --target rdf_rho0.845_T1.0_dt0.01.csv -o ibi/
+        ase-mlmd diffsim fit --target mix_x0.25.csv --target mix_x0.75.csv --init pmf
+            --true-potential lj-mixture -o fit_mix/
     """
 
     @staticmethod
@@ -91,9 +97,13 @@ class CLICommand:
     def run(args, parser) -> None:
         from ase_mlmd.diffsim.config import FitConfig
         from ase_mlmd.diffsim.engine import EngineConfig
-        from ase_mlmd.diffsim.fit import fit, make_potential, pretrain_to_pmf
+        from ase_mlmd.diffsim.fit import (
+            fit,
+            make_mixture_potential,
+            make_potential,
+            pretrain_to_pmf,
+        )
         from ase_mlmd.diffsim.losses import LossWeights
-        from ase_mlmd.models.pair import LennardJones
 
         states = _states(args, parser)
         engine = EngineConfig(
@@ -137,11 +147,16 @@ class CLICommand:
                 parser.error("--start is for --method newton (other methods start from --init)")
             if newton:
                 potential = None if args.start is None else _load_pair_potential(args.start)
+            elif any(s.is_mixture or s.partials for s in states):
+                elements = sorted({e for s in states for e in (s.composition or {})})
+                potential = make_mixture_potential(
+                    elements, args.potential, cutoff=args.cutoff, seed=args.seed
+                )
             else:
                 potential = make_potential(args.potential, cutoff=args.cutoff, seed=args.seed)
-                if args.init == "pmf":
-                    pretrain_to_pmf(potential, states)
-        truth = LennardJones(1.0, 1.0, cutoff=args.cutoff) if args.true_potential == "lj" else None
+            if not newton and args.init == "pmf":
+                pretrain_to_pmf(potential, states)
+        truth = _true_potential(args.true_potential, args.cutoff, states)
         out = Path(args.output)
         result = fit(
             potential,
@@ -176,7 +191,14 @@ def _common_arguments(p) -> None:
     p.add_argument("--equilibration", type=int, default=1000, help="steps before fitting")
     p.add_argument("--production-steps", type=int, default=5000, help="evaluation run, steps")
     p.add_argument("--time-limit", type=float, default=None, help="stop fitting after S seconds")
-    p.add_argument("--true-potential", choices=("none", "lj"), default="none")
+    p.add_argument(
+        "--true-potential",
+        choices=("none", "lj", "lj-mixture"),
+        default="none",
+        help="the potential that made the targets, for U(r) plots and errors: lj (sigma = "
+        "epsilon = 1) or lj-mixture (binary LJ of METRICS.md: sigma 0.9 / 1.0 / 1.1 for the "
+        "pairs of the lighter element, the cross pair and the heavier element)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -197,21 +219,48 @@ def _per_target(values: list[float], n: int, what: str, parser) -> list[float | 
 
 def _states(args, parser):
     from ase_mlmd.diffsim.systems import ThermoState
-    from ase_mlmd.diffsim.targets import read_rdf_csv
+    from ase_mlmd.diffsim.targets import read_targets
 
     n = len(args.target)
     densities = _per_target(args.density, n, "density", parser)
     temperatures = _per_target(args.temperature, n, "temperature", parser)
     states = []
     for path, rho, temp in zip(args.target, densities, temperatures, strict=True):
-        target = read_rdf_csv(path, rho, temp, layout=args.target_layout)
+        targets, composition = read_targets(path, rho, temp, layout=args.target_layout)
+        target = targets[0]
         if target.density is None or target.temperature is None:
             parser.error(
-                f"{path}: density and temperature are not in the file name (rho..._T...); "
-                "give --density and --temperature"
+                f"{path}: density and temperature are not in the file name (rho..._T...) or "
+                "its header; give --density and --temperature"
             )
-        states.append(ThermoState(target.density, target.temperature, target, n_cells=args.cells))
+        if composition is None:
+            state = ThermoState(target.density, target.temperature, target, n_cells=args.cells)
+        else:
+            state = ThermoState(
+                target.density,
+                target.temperature,
+                n_cells=args.cells,
+                composition=composition,
+                partials=targets,
+            )
+        states.append(state)
     return states
+
+
+def _true_potential(name: str, cutoff: float, states):
+    """The potential that made the targets, for the U(r) comparison (--true-potential)."""
+    from ase_mlmd.models.pair import LennardJones
+
+    if name == "lj":
+        return LennardJones(1.0, 1.0, cutoff=cutoff)
+    if name == "lj-mixture":
+        from ase_mlmd.diffsim.mixture import binary_lj_mixture
+
+        elements = sorted({e for s in states for e in (s.composition or {})})
+        if len(elements) != 2:
+            raise SystemExit(f"--true-potential lj-mixture needs two elements, got {elements}")
+        return binary_lj_mixture(*elements, cutoff=cutoff)
+    return None
 
 
 def _attach_vacf(states, paths) -> None:

@@ -24,7 +24,7 @@ from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_mse, vacf_mse
 from ase_mlmd.diffsim.recovery import finite_gradients, start_gradient_fit
 from ase_mlmd.diffsim.systems import ThermoState
-from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
+from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, make_table
 from ase_mlmd.md.differentiable import bptt_windows
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.pair import PairPotential
@@ -36,14 +36,14 @@ def _positions_and_velocities(state: MDState) -> torch.Tensor:
 
 
 class WindowLoss:
-    """The loss of one window: Σ_states w_rdf MSE(g) + w_vacf MSE(VACF)."""
+    """The loss of one window: Σ_channels w_rdf MSE(g) + Σ_states w_vacf MSE(VACF) (a channel
+    is a state's RDF, or one partial RDF of a mixture state)."""
 
     def __init__(self, engine: Engine, states: Sequence[ThermoState], config: FitConfig) -> None:
         self.engine = engine
         self.states = list(states)
         self.config = config
-        self.grids = [s.target.grid for s in self.states]
-        self.g_targets = [s.target.g_tensor() for s in self.states]
+        self.g_targets = [c.target.g_tensor() for c in engine.channels]
         self.use_vacf = config.weights.vacf > 0 and any(s.vacf is not None for s in self.states)
         self.vacf_targets = [
             None if s.vacf is None else torch.as_tensor(s.vacf.values[: config.window])
@@ -57,10 +57,10 @@ class WindowLoss:
         return lambda state: state.positions
 
     def __call__(self, values: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, list]:
-        """Loss of the window values (τ, N, 3 or 6) and the per-state RDFs (detached)."""
+        """Loss of the window values (τ, N, 3 or 6) and the per-channel RDFs (detached)."""
         every = self.config.rdf_every
         frames = values[every - 1 :: every, :, :3]
-        gs = self.engine.rdf(frames, cell, self.grids)
+        gs = self.engine.rdf(frames, cell)
         loss = values.new_zeros(())
         for g, target in zip(gs, self.g_targets, strict=True):
             loss = loss + self.config.weights.rdf * rdf_mse(g, target)
@@ -92,7 +92,7 @@ def fit_bptt(
     """
     from tqdm.auto import tqdm
 
-    table = PairTable(potential, TABLE_R_MIN, config.table_spacing)
+    table = make_table(potential, TABLE_R_MIN, config.table_spacing)
     engine = Engine(table.spline, states, config.engine, differentiable=True)
     window_loss = WindowLoss(engine, states, config)
     start = start_gradient_fit(potential, table, engine, config, log)
@@ -111,7 +111,7 @@ def fit_bptt(
             window_loss.observable,
             forcefield=engine.forcefield,
             checkpoint_every=config.checkpoint_every,
-            parameters=[table.values, table.derivatives],
+            parameters=table.leaves,
         )
         for window in windows:
             end = window.rollout.state
@@ -140,8 +140,8 @@ def fit_bptt(
             value = float(loss.detach())
             lr, elapsed, done = start.after_step(value, epoch, config)
             row = {"epoch": epoch, "loss": value, "lr": lr, "time": elapsed}
-            for s, g, target in zip(states, gs, window_loss.g_targets, strict=True):
-                row[f"rdf_mse[{s.name}]"] = float(rdf_mse(g, target))
+            for c, g, target in zip(engine.channels, gs, window_loss.g_targets, strict=True):
+                row[f"rdf_mse[{c.name}]"] = float(rdf_mse(g, target))
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.2e}", lr=f"{lr:.1e}")
@@ -151,6 +151,6 @@ def fit_bptt(
         else:
             state = guard.state
     bar.close()
-    return FitResult.of_states(
-        "bptt", potential, history, states, start.started, start.messages, state
+    return FitResult.of_channels(
+        "bptt", potential, history, engine.channels, start.started, start.messages, state
     )

@@ -140,10 +140,11 @@ class FitResult:
         method: "bptt", "reweighting", "newton" or "ibi".
         potential: the fitted pair potential (last good parameters).
         history: one dict per optimizer step / IBI iteration (epoch, loss, lr, wall time, ...).
-        states: names of the state points.
-        r: per state, the RDF grid, Å. g_target: per state, the target.
-        g_final: per state, the production RDF of the fitted potential.
-        rdf_dev: per state, mean |g_final − g_target|.
+        states: names of the RDF channels: the state points, or ``state[A-B]`` for each
+            partial RDF of a mixture state.
+        r: per channel, the RDF grid, Å. g_target: per channel, the target.
+        g_final: per channel, the production RDF of the fitted potential.
+        rdf_dev: per channel, mean |g_final − g_target|.
         wall_time: seconds spent fitting (production run excluded).
         messages: what happened besides the optimization (recoveries, re-simulations).
         final_state: the MD state at the end of the fit (a production run continues from it).
@@ -162,25 +163,26 @@ class FitResult:
     final_state: Any = None
 
     @classmethod
-    def of_states(
+    def of_channels(
         cls,
         method: str,
         potential: Any,
         history: list,
-        states: Sequence[Any],
+        channels: Sequence[Any],
         started: float,
         messages: list[str],
         final_state: Any,
     ) -> FitResult:
-        """The result of a fit over ``states`` (ThermoStates) that started at ``started``
-        (``time.perf_counter()``); ``final_state`` is detached here."""
+        """The result of a fit to the RDF ``channels`` (:class:`~ase_mlmd.diffsim.engine.
+        RDFChannel`) that started at ``started`` (``time.perf_counter()``); ``final_state`` is
+        detached here."""
         return cls(
             method=method,
             potential=potential,
             history=history,
-            states=[s.name for s in states],
-            r=[s.target.r for s in states],
-            g_target=[s.target.g for s in states],
+            states=[c.name for c in channels],
+            r=[c.target.r for c in channels],
+            g_target=[c.target.g for c in channels],
             wall_time=time.perf_counter() - started,
             messages=messages,
             final_state=None if final_state is None else final_state.detach(),

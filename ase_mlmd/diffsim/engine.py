@@ -18,13 +18,16 @@ import torch
 from ase import units
 
 from ase_mlmd.diffsim.systems import ThermoState, initial_atoms, temperature_kelvin, timestep_fs
+from ase_mlmd.diffsim.targets import RDFTarget
+from ase_mlmd.errors import InvalidStructureError
 from ase_mlmd.md.forcefield import ForceField
 from ase_mlmd.md.integrators import Integrator, make_integrator
 from ase_mlmd.md.state import MDState
+from ase_mlmd.models.species_pair import parse_pair
 from ase_mlmd.observables.differentiable import (
-    RDFGrid,
     compute_rdf_torch,
     frame_pair_distances,
+    species_pairs,
 )
 
 #: a run counts as exploded when a temperature exceeds this multiple of its target
@@ -58,8 +61,29 @@ class EngineConfig:
             raise ValueError("timestep and nh_mass must be positive, chain_length >= 1")
 
 
+@dataclasses.dataclass
+class RDFChannel:
+    """One RDF a fit compares: the RDF of a state, or one partial g_ab of a mixture state.
+
+    Attributes:
+        system: index of the state (system) in the batch.
+        name: label in reports: the state's name, plus ``[A-B]`` for a partial RDF.
+        target: the target RDF (its grid is the channel's grid).
+        pairs: the atom pairs (i, j) within the system that count (None: all pairs).
+    """
+
+    system: int
+    name: str
+    target: RDFTarget
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
 class Engine:
     """Batched NVT simulation of several states with one pair potential.
+
+    Its :attr:`channels` are the RDFs of the states' targets (one per state, or one per species
+    pair of a mixture state); :meth:`rdf`, :meth:`frame_data` and :meth:`sample_rdf` return one
+    entry per channel.
 
     Args:
         model: the pair potential the engine runs (e.g. a :class:`SplinePair` table).
@@ -100,6 +124,33 @@ class Engine:
         for n in sizes:
             starts.append(starts[-1] + n)
         self.slices = [slice(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        self.numbers = [
+            torch.as_tensor(initial_atoms(s, self.config.seed + k).numbers, dtype=torch.long)
+            for k, s in enumerate(self.states)
+        ]
+        self.channels = self._channels()
+
+    def _channels(self) -> list[RDFChannel]:
+        channels = []
+        for b, state in enumerate(self.states):
+            targets = state.rdf_targets
+            for target in targets:
+                if target.pair is None:
+                    channels.append(RDFChannel(b, state.name, target))
+                    continue
+                pairs = species_pairs(self.numbers[b], *parse_pair(target.pair))
+                if len(pairs[0]) == 0:
+                    raise InvalidStructureError(
+                        f"state {state.name}: no {target.pair} pair among {state.n_atoms} atoms; "
+                        "use more FCC cells"
+                    )
+                channels.append(RDFChannel(b, f"{state.name}[{target.pair}]", target, pairs))
+        return channels
+
+    @property
+    def grids(self) -> list:
+        """The RDF grid of each channel."""
+        return [c.target.grid for c in self.channels]
 
     def initial_state(self) -> MDState:
         """FCC starts with Maxwell–Boltzmann momenta, initialized (forces computed)."""
@@ -110,6 +161,12 @@ class Engine:
 
     def reinit(self, state: MDState) -> MDState:
         """Recompute forces (and thermostat settings) of a carried state with the current model."""
+        expected = torch.cat(self.numbers).to(state.numbers.device)
+        if state.numbers.shape != expected.shape or not bool((state.numbers == expected).all()):
+            raise InvalidStructureError(
+                "the state to continue from has other atoms (or another order) than these "
+                "states' start; continue only from a run of the same states and seed"
+            )
         with torch.no_grad():
             return self.forcefield(state.detach())
 
@@ -121,45 +178,51 @@ class Engine:
         return state
 
     def rdf(
-        self,
-        positions: torch.Tensor,
-        cell: torch.Tensor,
-        grids: Sequence[RDFGrid],
-        per_frame: bool = False,
+        self, positions: torch.Tensor, cell: torch.Tensor, per_frame: bool = False
     ) -> list[torch.Tensor]:
-        """Per-state RDFs of frames (F, N, 3) of the batched state (cell (B, 3, 3))."""
+        """Per-channel RDFs of frames (F, N, 3) of the batched state (cell (B, 3, 3))."""
         return [
-            compute_rdf_torch(positions[:, sl], cell[b], grids[b], per_frame=per_frame)
-            for b, sl in enumerate(self.slices)
+            compute_rdf_torch(
+                positions[:, self.slices[c.system]],
+                cell[c.system],
+                c.target.grid,
+                per_frame=per_frame,
+                pairs=c.pairs,
+            )
+            for c in self.channels
         ]
 
     def frame_data(
-        self, frames: torch.Tensor, cell: torch.Tensor, grids: Sequence[RDFGrid], cutoff: float
+        self, frames: torch.Tensor, cell: torch.Tensor, cutoff: float
     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per state, for frames (F, N, 3) of the batched state (cell (B, 3, 3)): the per-frame
-        RDFs (F, bins), the pair distances below ``cutoff`` (P,) and their frame index (P,)."""
+        """Per channel, for frames (F, N, 3) of the batched state (cell (B, 3, 3)): the
+        per-frame RDFs (F, bins), the pair distances below ``cutoff`` (P,) and their frame
+        index (P,)."""
         n = frames.shape[0]
         out = []
-        for b, sl in enumerate(self.slices):
-            cells = cell[b].expand(n, 3, 3)
-            rdfs = compute_rdf_torch(frames[:, sl], cells, grids[b], per_frame=True)
-            d, frame = frame_pair_distances(frames[:, sl], cells, cutoff)
+        for c in self.channels:
+            cells = cell[c.system].expand(n, 3, 3)
+            sl = self.slices[c.system]
+            rdfs = compute_rdf_torch(
+                frames[:, sl], cells, c.target.grid, per_frame=True, pairs=c.pairs
+            )
+            d, frame = frame_pair_distances(frames[:, sl], cells, cutoff, c.pairs)
             out.append((rdfs, d, frame))
         return out
 
     def sample_rdf(
-        self, state: MDState, steps: int, every: int, grids: Sequence[RDFGrid]
+        self, state: MDState, steps: int, every: int
     ) -> tuple[MDState, list[torch.Tensor], int]:
-        """Run ``steps`` steps without a graph; average each state's RDF over a frame every
+        """Run ``steps`` steps without a graph; average each channel's RDF over a frame every
         ``every`` steps. Returns the final state, the RDFs and the number of frames."""
-        sums = [torch.zeros(g.nbins, dtype=state.dtype) for g in grids]
+        sums = [torch.zeros(g.nbins, dtype=state.dtype) for g in self.grids]
         frames = 0
         with torch.no_grad():
             for n in range(1, steps + 1):
                 state = self.integrator.step(state)
                 if n % every == 0:
                     for total, g in zip(
-                        sums, self.rdf(state.positions[None], state.cell, grids), strict=True
+                        sums, self.rdf(state.positions[None], state.cell), strict=True
                     ):
                         total += g
                     frames += 1
@@ -202,12 +265,11 @@ def production_rdf(
         start: a state to continue from (e.g. the end of a fit); default a fresh FCC start.
 
     Returns:
-        (per-state RDFs, final state).
+        (per-channel RDFs — one per state, or per species pair of a mixture — final state).
     """
     engine = Engine(model, states, config)
     state = engine.initial_state() if start is None else engine.reinit(start)
     n_equil = config.equilibration if equilibration is None else equilibration
     state = engine.run(state, n_equil)
-    grids = [s.target.grid for s in states]
-    state, gs, _ = engine.sample_rdf(state, steps, every, grids)
+    state, gs, _ = engine.sample_rdf(state, steps, every)
     return gs, state

@@ -7,10 +7,13 @@
 >>> state = ThermoState(target.density, target.temperature, target)              # doctest: +SKIP
 >>> result = fit(make_potential("neural-pair"), [state], FitConfig(method="bptt"))  # doctest: +SKIP
 
-Multi-state fitting: pass several states (different ρ, T); they run as one batch with one shared
-potential, and the loss sums over them. After the fit, a production run of
-``config.production_steps`` steps (continuing from the fit's last state) gives each state's
-g(r) and ``rdf_dev``.
+Multi-state fitting: pass several states (different ρ, T, or compositions of a mixture); they
+run as one batch with one shared potential, and the loss sums over them. A mixture state
+(``ThermoState(composition=..., partials=[g_AA, g_AB, g_BB])``) is fitted through its partial
+RDFs by a :class:`~ase_mlmd.models.species_pair.SpeciesPairPotential` (one φ per species pair,
+:func:`make_mixture_potential`); BPTT fits mixtures, the other methods one φ for all pairs.
+After the fit, a production run of ``config.production_steps`` steps (continuing from the fit's
+last state) gives each state's g(r) (each partial of a mixture) and ``rdf_dev``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
 from ase_mlmd.errors import DataFormatError
 from ase_mlmd.models.pair import LennardJones, Morse, PairPotential, SoftSphere, Yukawa
+from ase_mlmd.models.species_pair import SpeciesPairPotential, pair_label
 from ase_mlmd.models.spline_pair import spline_from_potential
 
 #: potentials a fit can start from (the CLI's --potential)
@@ -58,15 +62,60 @@ def make_potential(kind: str = "neural-pair", cutoff: float = 2.5, seed: int = 0
     return classes[kind](cutoff=cutoff, trainable=True, **kw)
 
 
-def check_states(states: Sequence[ThermoState], cutoff: float) -> None:
-    """Every state needs a target whose grid covers the cutoff and a box ≥ 2 cutoff."""
+def make_mixture_potential(
+    species: Sequence[str], kind: str = "neural-pair", cutoff: float = 2.5, seed: int = 0, **kw
+) -> SpeciesPairPotential:
+    """A trainable :class:`SpeciesPairPotential` with one :func:`make_potential` per unordered
+    pair of ``species`` (element symbols), each seeded differently."""
+    import itertools
+
+    pairs = [
+        pair_label(tuple(sorted(p)))
+        for p in itertools.combinations_with_replacement(_numbers(species), 2)
+    ]
+    return SpeciesPairPotential(
+        {pair: make_potential(kind, cutoff, seed + k, **kw) for k, pair in enumerate(pairs)}
+    )
+
+
+def _numbers(species: Sequence[str]) -> list[int]:
+    from ase_mlmd.models.species_pair import parse_species
+
+    return sorted({parse_species(s) for s in species})
+
+
+def check_states(
+    states: Sequence[ThermoState], cutoff: float, method: str = "bptt", potential: Any = None
+) -> None:
+    """Every state needs a target whose grid covers the cutoff and a box ≥ 2 cutoff; partial
+    RDFs of mixtures need BPTT and a species-pair potential for every pair of the mixture."""
     if not states:
         raise ValueError("a fit needs at least one state with a target")
     for state in states:
-        if state.target is None:
+        if not state.rdf_targets:
             raise DataFormatError(f"state {state.name} has no target RDF to fit")
-        state.target.check_cutoff(cutoff)
+        for target in state.rdf_targets:
+            target.check_cutoff(cutoff)
         state.check_box(cutoff)
+    mixed = [s.name for s in states if s.partials or s.is_mixture]
+    if not mixed:
+        return
+    if method != "bptt":
+        raise DataFormatError(
+            f"states {mixed} are mixtures fitted through partial RDFs; method {method!r} fits "
+            "one potential for all pairs. Use --method bptt (one potential per species pair)"
+        )
+    if not isinstance(potential, SpeciesPairPotential):
+        raise DataFormatError(
+            f"states {mixed} are mixtures: fit a SpeciesPairPotential (one potential per "
+            "species pair; make_mixture_potential builds one)"
+        )
+    elements = {z for s in states for z in _numbers(list(s.composition or {"Ar": 1.0}))}
+    missing = sorted(elements - set(potential.species))
+    if missing:
+        raise DataFormatError(
+            f"the species-pair potential has no pairs for elements {missing} of the mixtures"
+        )
 
 
 def evaluate(
@@ -75,13 +124,10 @@ def evaluate(
     config: FitConfig,
     start: Any = None,
 ) -> tuple[list[torch.Tensor], list[float]]:
-    """Production run of ``potential`` at ``states``: (g per state, rdf_dev per state)."""
+    """Production run of ``potential`` at ``states``: (g per channel, rdf_dev per channel); a
+    channel is a state's RDF or one partial RDF of a mixture state."""
     with torch.no_grad():
-        model = spline_from_potential(
-            potential,
-            TABLE_R_MIN,
-            int(round((potential.cutoff - TABLE_R_MIN) / config.table_spacing)) + 1,
-        )
+        model = tabulated(potential, config.table_spacing)
     gs, _ = production_rdf(
         model,
         states,
@@ -91,7 +137,21 @@ def evaluate(
         start=start,
         equilibration=None if start is None else config.window,
     )
-    return gs, [rdf_dev(g, s.target.g) for g, s in zip(gs, states, strict=True)]
+    targets = [t for s in states for t in s.rdf_targets]
+    return gs, [rdf_dev(g, t.g) for g, t in zip(gs, targets, strict=True)]
+
+
+def tabulated(potential: PairPotential | SpeciesPairPotential, spacing: float):
+    """The spline table the engine runs for ``potential`` (one per species pair)."""
+
+    def table(p: PairPotential):
+        return spline_from_potential(
+            p, TABLE_R_MIN, int(round((p.cutoff - TABLE_R_MIN) / spacing)) + 1
+        )
+
+    if isinstance(potential, SpeciesPairPotential):
+        return SpeciesPairPotential({label: table(p) for label, p in potential.items()})
+    return table(potential)
 
 
 def fit(
@@ -130,7 +190,7 @@ def fit(
     if potential is not None:
         cutoff = potential.cutoff
     cutoff = 2.5 if cutoff is None else float(cutoff)
-    check_states(states, cutoff)
+    check_states(states, cutoff, config.method, potential)
     if config.method == "bptt":
         from ase_mlmd.diffsim.bptt import fit_bptt
 
@@ -150,8 +210,8 @@ def fit(
     gs, devs = evaluate(result.potential, states, config, start=result.final_state)
     result.g_final = [g.numpy() for g in gs]
     result.rdf_dev = devs
-    for state, dev in zip(states, devs, strict=True):
-        log(f"{config.method}: rdf_dev at {state.name} = {dev:.4g}")
+    for name, dev in zip(result.states, devs, strict=True):
+        log(f"{config.method}: rdf_dev at {name} = {dev:.4g}")
     if out_dir is not None:
         from ase_mlmd.diffsim.report import write_report
 
@@ -173,18 +233,36 @@ def pretrain_to_pmf(
     correct the many-body part (the original paper starts from the prior alone, which takes
     many more epochs). Fitted on the target grid where g* ≥ ``g_min`` (averaged over states);
     below that, the target continues the prior's shape from the first such point, so the wall
-    stays repulsive. Returns the final RMS error of the regression, eV.
+    stays repulsive. A :class:`SpeciesPairPotential` regresses each φ_ab on the Boltzmann
+    inversion of the partial g_ab of the states. Returns the final RMS error of the regression
+    (the largest over species pairs), eV.
     """
+    if isinstance(potential, SpeciesPairPotential):
+        errors = []
+        for label, phi in potential.items():
+            targets = [(t, s.temperature) for s in states for t in s.rdf_targets if t.pair == label]
+            if targets:
+                errors.append(_regress_on_pmf(phi, targets, steps, lr, g_min))
+        return max(errors)
+    return _regress_on_pmf(potential, [(s.target, s.temperature) for s in states], steps, lr, g_min)
+
+
+def _regress_on_pmf(
+    potential: PairPotential,
+    targets: Sequence[tuple[Any, float]],
+    steps: int,
+    lr: float,
+    g_min: float,
+) -> float:
+    """:func:`pretrain_to_pmf` for one φ and its (target, k_B T) pairs."""
     r_lo, curves = [], []
-    first = states[0].target
+    first = targets[0][0]
     r = torch.as_tensor(first.r[first.r <= potential.cutoff], dtype=potential.dtype)
-    for state in states:
-        g = torch.as_tensor(
-            np.interp(r.numpy(), state.target.r, state.target.g), dtype=potential.dtype
-        )
+    for target, kt in targets:
+        g = torch.as_tensor(np.interp(r.numpy(), target.r, target.g), dtype=potential.dtype)
         inside = g >= g_min
         r_lo.append(float(r[inside][0]))
-        curves.append(-state.temperature * torch.log(g.clamp_min(g_min)))
+        curves.append(-kt * torch.log(g.clamp_min(g_min)))
     pmf = torch.stack(curves).mean(dim=0)
     rw = max(r_lo)
     core = torch.linspace(0.6, rw, 20, dtype=potential.dtype)

@@ -131,7 +131,6 @@ def fit_ibi(
     values = spline.values.numpy().copy()
     kts = [s.temperature for s in states]
     engine = Engine(spline, states, config.engine)
-    grids = [s.target.grid for s in states]
     started = time.perf_counter()
     messages: list[str] = []
     state = engine.run(engine.initial_state(), config.engine.equilibration)
@@ -139,7 +138,7 @@ def fit_ibi(
     history: list[dict[str, float]] = []
     best = (np.inf, values.copy())
     for iteration in tqdm(range(1, config.ibi_iterations + 1), desc="ibi", disable=not progress):
-        state, gs, _ = engine.sample_rdf(state, config.ibi_steps, config.sample_every, grids)
+        state, gs, _ = engine.sample_rdf(state, config.ibi_steps, config.sample_every)
         reason = engine.instability(state)
         if reason is not None:
             message = f"IBI iteration {iteration}: simulation exploded ({reason})"
@@ -177,4 +176,6 @@ def fit_ibi(
         f"kept the iterate with the lowest RDF error ({len(history)} iterations, "
         f"alpha = {config.ibi_alpha})"
     )
-    return FitResult.of_states("ibi", spline, history, states, started, messages, good_state)
+    return FitResult.of_channels(
+        "ibi", spline, history, engine.channels, started, messages, good_state
+    )

@@ -185,7 +185,6 @@ def fit_newton(
             table.derivatives.copy_(base_derivatives + ddu)
 
     engine = Engine(table, states, config.engine)
-    grids = [s.target.grid for s in states]
     targets = [s.target.g_tensor() for s in states]
     betas = [1.0 / s.temperature for s in states]
     kt_mean = float(np.mean([s.temperature for s in states]))
@@ -209,7 +208,7 @@ def fit_newton(
     bar = tqdm(range(1, config.newton_iterations + 1), desc="newton", disable=not progress)
     for iteration in bar:
         moments = [Moments(len(t), correction.n_free) for t in targets]
-        state, ok = _sample(engine, state, config, correction, cutoff, grids, moments)
+        state, ok = _sample(engine, state, config, correction, cutoff, moments)
         if not ok:
             damping *= 0.5
             note(
@@ -256,7 +255,9 @@ def fit_newton(
         table.derivatives.detach().clone(),
         species=base.species,
     )
-    return FitResult.of_states("newton", final, history, states, started, messages, good[1])
+    return FitResult.of_channels(
+        "newton", final, history, engine.channels, started, messages, good[1]
+    )
 
 
 def _sample(
@@ -265,7 +266,6 @@ def _sample(
     config: FitConfig,
     correction: Correction,
     cutoff: float,
-    grids,
     moments: Sequence[Moments],
 ):
     """Run ``newton_frames × sample_every`` steps, adding each state's frames to its moments;
@@ -274,7 +274,7 @@ def _sample(
 
     def reduce() -> None:
         frames = torch.stack(pending)
-        data = engine.frame_data(frames, state.cell, grids, cutoff)
+        data = engine.frame_data(frames, state.cell, cutoff)
         for (g, d, frame), m in zip(data, moments, strict=True):
             m.add(g, correction.frame_gradients(d, frame, frames.shape[0]))
         pending.clear()

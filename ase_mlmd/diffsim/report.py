@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,10 @@ import torch
 
 from ase_mlmd.calculators.cards import sha256_of, write_card
 from ase_mlmd.diffsim.config import FitConfig, FitResult
+from ase_mlmd.fileio import atomic_write_bytes, atomic_write_text
 from ase_mlmd.models.neural_pair import NeuralPair
 from ase_mlmd.models.pair import LennardJones, Morse, PairPotential, SoftSphere, Yukawa
+from ase_mlmd.models.species_pair import SpeciesPairPotential
 from ase_mlmd.models.spline_pair import SplinePair
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -38,27 +38,10 @@ _ANALYTIC = {
 }
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    with handle:
-        handle.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)  # temporary files are private; results are not
-    os.replace(handle.name, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_bytes(path, text.encode("utf-8"))
-
-
 def _save_figure(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _atomic_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _float(value: Any) -> float:
@@ -66,7 +49,12 @@ def _float(value: Any) -> float:
 
 
 def card_table(potential: PairPotential, name: str, description: str) -> tuple[dict, bool]:
-    """The card's TOML table for a pair potential and whether it needs a weights file."""
+    """The card's TOML table for a pair potential and whether it needs a weights file.
+
+    A :class:`SpeciesPairPotential` becomes backend ``species-pair`` with one
+    ``[parameters.pairs."A-B"]`` table (backend + parameters) per species pair; its weights
+    file holds every pair's tensors (keys ``potentials.<k>.…``, k in the order of the pairs).
+    """
     table: dict[str, Any] = {
         "name": name,
         "description": description,
@@ -77,19 +65,33 @@ def card_table(potential: PairPotential, name: str, description: str) -> tuple[d
         "J. Chem. Phys. 158, 044113 (2023)",
         "units": {"energy": "eV", "length": "Å"},
     }
+    if isinstance(potential, SpeciesPairPotential):
+        pairs, needs_weights = {}, False
+        for label, pair_potential in potential.items():
+            backend, params, weights = _backend_and_parameters(pair_potential)
+            pairs[label] = {"backend": backend, "parameters": params}
+            needs_weights = needs_weights or weights
+        table["species"] = sorted({s for label in pairs for s in label.split("-")})
+        table["backend"] = "species-pair"
+        table["parameters"] = {"pairs": pairs}
+        return table, needs_weights
+    table["backend"], table["parameters"], needs_weights = _backend_and_parameters(potential)
+    return table, needs_weights
+
+
+def _backend_and_parameters(potential: PairPotential) -> tuple[str, dict, bool]:
+    """(card backend, [parameters], whether tensors must go to a weights file)."""
     if isinstance(potential, NeuralPair | SplinePair):
-        table["backend"] = "neural-pair" if isinstance(potential, NeuralPair) else "spline-pair"
-        table["parameters"] = potential.hyperparameters()
-        return table, True
+        backend = "neural-pair" if isinstance(potential, NeuralPair) else "spline-pair"
+        return backend, potential.hyperparameters(), True
     for cls, (backend, names) in _ANALYTIC.items():
         if isinstance(potential, cls):
             params = {k: _float(getattr(potential, k)) for k in names}
+            params["cutoff"] = float(potential.cutoff)
             params["cutoff_mode"] = potential.cutoff_mode
             if potential.cutoff_mode == "smooth":
                 params["r_on"] = float(potential.r_on)
-            table["backend"] = backend
-            table["parameters"] = params
-            return table, False
+            return backend, params, False
     raise TypeError(f"no card backend for {type(potential).__name__}")
 
 
@@ -113,7 +115,7 @@ def export_card(
         raise ValueError("refusing to export a potential with NaN/inf parameters")
     table, needs_weights = card_table(potential, name, description)
     if needs_weights:
-        _atomic_bytes(out_dir / WEIGHTS_FILE, save(state))
+        atomic_write_bytes(out_dir / WEIGHTS_FILE, save(state))
         table["weights"] = {
             "file": WEIGHTS_FILE,
             "sha256": sha256_of(out_dir / WEIGHTS_FILE),
@@ -124,6 +126,13 @@ def export_card(
     return write_card(table, out_dir / "card.toml")
 
 
+def pair_components(potential: Any) -> list[tuple[str, PairPotential]]:
+    """(label, φ) per species pair of a :class:`SpeciesPairPotential`, else ``[("all", φ)]``."""
+    if isinstance(potential, SpeciesPairPotential):
+        return potential.items()
+    return [("all", potential)]
+
+
 def potential_curve(potential: PairPotential, r: np.ndarray) -> np.ndarray:
     """U(r) with the potential's cutoff treatment, eV."""
     with torch.no_grad():
@@ -131,17 +140,36 @@ def potential_curve(potential: PairPotential, r: np.ndarray) -> np.ndarray:
         return potential.cut_pair_energy(rr).cpu().numpy()
 
 
+def u_errors(
+    potential: Any,
+    true_potential: Any,
+    r_range: tuple[float, float] = U_COMPARE_RANGE,
+    n: int = 301,
+) -> dict[str, float]:
+    """max |U(r) − U_true(r)| over ``r_range`` (U_true without cutoff treatment), eV, per
+    species pair (key "all" for single-component potentials)."""
+    r = np.linspace(*r_range, n)
+    truth = dict(pair_components(true_potential))
+    out = {}
+    for label, phi in pair_components(potential):
+        if label not in truth:
+            continue
+        with torch.no_grad():
+            true = truth[label].pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
+        out[label] = float(np.abs(potential_curve(phi, r) - true).max())
+    if not out:
+        raise ValueError("the true potential has none of the fitted potential's species pairs")
+    return out
+
+
 def u_error(
-    potential: PairPotential,
-    true_potential: PairPotential,
+    potential: Any,
+    true_potential: Any,
     r_range: tuple[float, float] = U_COMPARE_RANGE,
     n: int = 301,
 ) -> float:
-    """max |U(r) − U_true(r)| over ``r_range`` (U_true without cutoff treatment), eV."""
-    r = np.linspace(*r_range, n)
-    with torch.no_grad():
-        true = true_potential.pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
-    return float(np.abs(potential_curve(potential, r) - true).max())
+    """The largest of :func:`u_errors` (max |U − U_true| over ``r_range`` and all pairs), eV."""
+    return max(u_errors(potential, true_potential, r_range, n).values())
 
 
 def write_report(
@@ -168,8 +196,11 @@ def write_report(
         "messages": result.messages,
     }
     if true_potential is not None:
-        summary["u_error_max"] = u_error(result.potential, true_potential)
+        per_pair = u_errors(result.potential, true_potential)
+        summary["u_error_max"] = max(per_pair.values())
         summary["u_error_range"] = list(U_COMPARE_RANGE)
+        if len(per_pair) > 1 or "all" not in per_pair:
+            summary["u_error_per_pair"] = per_pair
     provenance = {
         "method": result.method,
         "targets": ", ".join(result.states),
@@ -192,7 +223,7 @@ def write_report(
         writer = csv.DictWriter(buffer, fieldnames=keys)
         writer.writeheader()
         writer.writerows(result.history)
-        _atomic_text(out / "history.csv", buffer.getvalue())
+        atomic_write_text(out / "history.csv", buffer.getvalue())
         fig, ax = plt.subplots(figsize=(5, 3.5))
         epochs = [row["epoch"] for row in result.history]
         ax.semilogy(epochs, [max(row["loss"], 1e-12) for row in result.history])
@@ -217,11 +248,21 @@ def write_report(
 
     r = np.linspace(0.85, float(result.potential.cutoff), 300)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(r, potential_curve(result.potential, r), lw=2, alpha=0.7, label="fitted")
-    if true_potential is not None:
-        with torch.no_grad():
-            true = true_potential.pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
-        ax.plot(r, true, "k--", lw=1.5, label="true")
+    truth = dict(pair_components(true_potential)) if true_potential is not None else {}
+    for k, (label, phi) in enumerate(pair_components(result.potential)):
+        suffix = "" if label == "all" else f" {label}"
+        ax.plot(r, potential_curve(phi, r), lw=2, alpha=0.7, color=f"C{k}", label=f"fitted{suffix}")
+        if label in truth:
+            with torch.no_grad():
+                true = truth[label].pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
+            ax.plot(
+                r,
+                true,
+                "--",
+                color="k" if label == "all" else f"C{k}",
+                lw=1.2,
+                label=f"true{suffix}",
+            )
     ax.set_ylim(-2.0, 4.0)
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.set_xlabel("r (σ)")
@@ -242,6 +283,8 @@ def write_report(
     if "u_error_max" in summary:
         lo, hi = U_COMPARE_RANGE
         lines.append(f"- max |U − U_true| on [{lo}, {hi}] σ: {summary['u_error_max']:.3g} ε")
+        for label, err in summary.get("u_error_per_pair", {}).items():
+            lines.append(f"  - {label}: {err:.3g} ε")
     if config is not None and config.method == "newton":
         lines.append(
             f"- settings: {config.newton_iterations} Gauss–Newton iterations of "
@@ -256,6 +299,6 @@ def write_report(
         )
     lines += ["", "Messages:", *[f"- {m}" for m in result.messages], ""]
     lines += ["Files: card.toml, loss.png, rdf_*.png, potential.png, history.csv, summary.json", ""]
-    _atomic_text(out / "report.md", "\n".join(lines))
-    _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

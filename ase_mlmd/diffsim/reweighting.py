@@ -83,7 +83,6 @@ def sample_frames(
     Frames are reduced to (RDF, energy basis) in groups of ``chunk`` as the run goes, so memory
     does not depend on the number of steps (and only weakly on ``n_frames``).
     """
-    grids = [s.target.grid for s in engine.states]
     parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in engine.states]
     pending: list[torch.Tensor] = []
     theta = torch.cat([table.values, table.derivatives]).detach()
@@ -91,7 +90,7 @@ def sample_frames(
     def reduce() -> None:
         frames = torch.stack(pending)
         n = frames.shape[0]
-        data = engine.frame_data(frames, state.cell, grids, table.potential.cutoff)
+        data = engine.frame_data(frames, state.cell, table.potential.cutoff)
         for b, (rdfs, d, frame) in enumerate(data):
             bases = hermite_energy_basis(
                 d, table.r_min, table.spline.spacing, table.n_knots, frame, n
@@ -201,6 +200,6 @@ def fit_reweighting(
     start.note(
         f"{simulations} reference simulations of {config.rw_frames} frames for {epoch} steps"
     )
-    return FitResult.of_states(
-        "reweighting", potential, history, states, start.started, start.messages, state
+    return FitResult.of_channels(
+        "reweighting", potential, history, engine.channels, start.started, start.messages, state
     )

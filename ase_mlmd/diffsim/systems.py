@@ -42,7 +42,11 @@ class ThermoState:
         target: the RDF to reproduce (None: simulate only, e.g. for validation).
         vacf: optional VACF target.
         n_cells: FCC cells per box edge (4 gives 256 atoms, the protocol of the paper).
-        name: label in reports (default ``rho{ρ}_T{T}``).
+        name: label in reports (default ``rho{ρ}_T{T}``, plus the composition for a mixture).
+        composition: a mixture's ``{element: mole fraction}`` (None: one component, "Ar");
+            the FCC sites get round(x N) atoms of each element in a seeded random order.
+        partials: the partial RDFs g_ab to reproduce (a mixture; each with ``pair`` set),
+            instead of (or besides) ``target``.
     """
 
     density: float
@@ -51,6 +55,8 @@ class ThermoState:
     vacf: VACFTarget | None = None
     n_cells: int = 4
     name: str = ""
+    composition: dict[str, float] | None = None
+    partials: list[RDFTarget] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.density) and self.density > 0):
@@ -59,8 +65,53 @@ class ThermoState:
             raise InvalidStructureError(f"temperature must be positive, got {self.temperature}")
         if self.n_cells < 1:
             raise InvalidStructureError(f"n_cells must be >= 1, got {self.n_cells}")
+        self._check_mixture()
         if not self.name:
             self.name = f"rho{self.density:g}_T{self.temperature:g}"
+            if self.composition:
+                self.name += "_" + "".join(f"{k}{v:g}" for k, v in self.composition.items())
+
+    def _check_mixture(self) -> None:
+        if self.composition is not None:
+            if not self.composition or any(
+                not (np.isfinite(x) and x > 0) for x in self.composition.values()
+            ):
+                raise InvalidStructureError(
+                    f"composition {self.composition}: needs positive mole fractions"
+                )
+            if abs(sum(self.composition.values()) - 1.0) > 1e-6:
+                raise InvalidStructureError(
+                    f"composition {self.composition}: mole fractions must sum to 1"
+                )
+            counts = species_counts(self.composition, self.n_atoms)
+            empty = [k for k, n in counts.items() if n == 0]
+            if empty:
+                raise InvalidStructureError(
+                    f"composition {self.composition}: {self.n_atoms} atoms leave no {empty} atom; "
+                    "use more FCC cells"
+                )
+        for target in self.partials:
+            if target.pair is None:
+                raise InvalidStructureError(
+                    f"state {self.name or '?'}: partial targets need their species pair"
+                )
+            unknown = set(target.pair.split("-")) - set(self.composition or {"Ar": 1.0})
+            if unknown:
+                raise InvalidStructureError(
+                    f"target {target.source or target.pair}: elements {sorted(unknown)} are not "
+                    f"in the composition {self.composition or {'Ar': 1.0}}"
+                )
+
+    @property
+    def rdf_targets(self) -> list[RDFTarget]:
+        """The RDFs a fit reproduces at this state: the partials, else ``[target]``."""
+        if self.partials:
+            return list(self.partials)
+        return [] if self.target is None else [self.target]
+
+    @property
+    def is_mixture(self) -> bool:
+        return bool(self.composition) and len(self.composition) > 1
 
     @property
     def n_atoms(self) -> int:
@@ -85,10 +136,33 @@ class ThermoState:
             )
 
 
-def fcc_box(density: float, n_cells: int = 4, symbol: str = "Ar", mass: float = 1.0) -> Atoms:
-    """A cubic FCC lattice of 4 n_cells³ atoms at number density ``density`` (atoms/Å³)."""
+def species_counts(composition: dict[str, float], n_atoms: int) -> dict[str, int]:
+    """Atoms of each element for mole fractions ``composition`` (largest remainders, so the
+    counts sum to ``n_atoms``)."""
+    exact = {k: x * n_atoms for k, x in composition.items()}
+    counts = {k: int(np.floor(v)) for k, v in exact.items()}
+    order = sorted(exact, key=lambda k: counts[k] - exact[k])
+    for k in order[: n_atoms - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def fcc_box(
+    density: float,
+    n_cells: int = 4,
+    symbol: str = "Ar",
+    mass: float = 1.0,
+    composition: dict[str, float] | None = None,
+    seed: int = 0,
+) -> Atoms:
+    """A cubic FCC lattice of 4 n_cells³ atoms at number density ``density`` (atoms/Å³), all
+    ``symbol``, or a random substitutional mixture of ``composition`` (seeded); masses ``mass``."""
     lattice = (FCC_BASIS / density) ** (1.0 / 3.0)
     atoms = FaceCenteredCubic(symbol=symbol, size=(n_cells,) * 3, latticeconstant=lattice, pbc=True)
+    if composition:
+        counts = species_counts(composition, len(atoms))
+        symbols = np.concatenate([[k] * n for k, n in counts.items()])
+        atoms.set_chemical_symbols(np.random.default_rng(seed).permutation(symbols).tolist())
     atoms.set_masses(np.full(len(atoms), mass))
     return atoms
 
@@ -96,7 +170,7 @@ def fcc_box(density: float, n_cells: int = 4, symbol: str = "Ar", mass: float = 
 def initial_atoms(state: ThermoState, seed: int = 0) -> Atoms:
     """FCC start of ``state`` with Maxwell–Boltzmann momenta at its temperature (net momentum
     removed, rescaled to exactly T), masses 1 amu."""
-    atoms = fcc_box(state.density, state.n_cells)
+    atoms = fcc_box(state.density, state.n_cells, composition=state.composition, seed=seed)
     rng = np.random.default_rng(seed)
     masses = atoms.get_masses()[:, None]
     momenta = rng.normal(size=(len(atoms), 3)) * np.sqrt(masses * state.temperature)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ase_mlmd.models.pair import PairPotential
+from ase_mlmd.models.species_pair import SpeciesPairPotential
 from ase_mlmd.models.spline_pair import SplinePair, tabulate
 
 #: default first knot (reduced units: far inside the repulsive wall) and knot spacing, Å
@@ -72,6 +73,11 @@ class PairTable:
         self.derivatives.grad = None
         self._graph = (values, derivatives) if with_graph and values.requires_grad else None
 
+    @property
+    def leaves(self) -> list[torch.Tensor]:
+        """The table tensors the engine's graph ends in."""
+        return [self.values, self.derivatives]
+
     def push_gradients(self) -> None:
         """Add the table's accumulated gradients to the potential's parameter gradients."""
         if self._graph is None:
@@ -82,3 +88,44 @@ class PairTable:
         ]
         torch.autograd.backward(list(self._graph), grads)
         self._graph = None
+
+
+class SpeciesPairTable:
+    """:class:`PairTable` for a :class:`SpeciesPairPotential`: one table per species pair, run
+    by the engine as a species-pair potential of splines. Same interface as PairTable."""
+
+    def __init__(
+        self,
+        potential: SpeciesPairPotential,
+        r_min: float = TABLE_R_MIN,
+        spacing: float = TABLE_SPACING,
+    ) -> None:
+        self.potential = potential
+        self.r_min = float(r_min)
+        self.tables = [PairTable(p, r_min, spacing) for p in potential.potentials]
+        self.spline = SpeciesPairPotential(
+            {label: t.spline for label, t in zip(potential.pair_labels, self.tables, strict=True)}
+        )
+
+    @property
+    def leaves(self) -> list[torch.Tensor]:
+        return [leaf for t in self.tables for leaf in t.leaves]
+
+    def refresh(self, with_graph: bool = True) -> None:
+        for t in self.tables:
+            t.refresh(with_graph)
+
+    def push_gradients(self) -> None:
+        for t in self.tables:
+            t.push_gradients()
+
+
+def make_table(
+    potential: PairPotential | SpeciesPairPotential,
+    r_min: float = TABLE_R_MIN,
+    spacing: float = TABLE_SPACING,
+) -> PairTable | SpeciesPairTable:
+    """The engine's table of ``potential`` (one per species pair for a species-pair model)."""
+    if isinstance(potential, SpeciesPairPotential):
+        return SpeciesPairTable(potential, r_min, spacing)
+    return PairTable(potential, r_min, spacing)

@@ -5,6 +5,20 @@ lj_rdf``): an RDF file has two rows, r (Å, = σ in reduced units) and g(r), on 
 Gaussian centres (see :mod:`ase_mlmd.observables.differentiable`); a VACF file has one row (or
 column) of c(t) at consecutive steps, possibly padded with NaN. They can also be computed from a
 reference trajectory (any ASE-readable file or list of ``Atoms``) with the same RDF definition.
+
+Mixtures (fits over compositions): a *partial-RDF* file holds the r row followed by one row of
+g_ab(r) per species pair, and names them in ``# key: value`` header lines::
+
+    # pairs: Ar-Ar,Ar-Kr,Kr-Kr
+    # composition: Ar:0.75,Kr:0.25
+    # density: 0.75
+    # temperature: 1.2
+    0.7,0.726,...          <- r
+    0.0,0.0,...            <- g_ArAr
+    ...
+
+:func:`read_partial_rdf_csv` reads it, :func:`write_partial_rdf_csv` writes it (atomically) and
+:func:`read_targets` reads either layout.
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ import torch
 from ase import Atoms
 
 from ase_mlmd.errors import DataFormatError
+from ase_mlmd.fileio import atomic_write_text
 from ase_mlmd.observables.differentiable import RDFGrid, compute_rdf_torch
 
 STATE_PATTERN = re.compile(r"rho(?P<rho>[0-9]*\.?[0-9]+)_T(?P<T>[0-9]*\.?[0-9]+)")
@@ -35,6 +50,7 @@ class RDFTarget:
         temperature: k_B T of that state, eV (reduced temperature; None if unknown).
         source: where it came from (file name), for reports.
         normalization: the RDF definition it follows ("mdgrad" or "density").
+        pair: the species pair of a partial RDF g_ab ("Ar-Kr"), None for the RDF of all atoms.
     """
 
     r: np.ndarray
@@ -43,6 +59,12 @@ class RDFTarget:
     temperature: float | None = None
     source: str = ""
     normalization: str = "mdgrad"
+    pair: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The pair ("Ar-Kr") or "all"."""
+        return self.pair or "all"
 
     @property
     def grid(self) -> RDFGrid:
@@ -92,6 +114,68 @@ def state_from_name(path: str | os.PathLike) -> tuple[float | None, float | None
     return float(match["rho"]), float(match["T"])
 
 
+def _check_rdf_rows(path: Path, r: np.ndarray, gs: np.ndarray) -> None:
+    """Validate an r row and the g rows on it (shared by both target layouts)."""
+    if len(r) < 3:
+        raise DataFormatError(f"{path}: only {len(r)} points; an RDF target needs at least 3")
+    if not (np.isfinite(r).all() and np.isfinite(gs).all()):
+        raise DataFormatError(f"{path}: contains NaN or inf values")
+    if (gs < 0).any():
+        where = r[np.argmax((gs < 0).any(axis=0))]
+        raise DataFormatError(f"{path}: g(r) is negative at r = {where:.4g}")
+    steps = np.diff(r)
+    if (steps <= 0).any() or not np.allclose(steps, steps.mean(), rtol=1e-4, atol=0):
+        raise DataFormatError(
+            f"{path}: the r row must increase in equal steps (the RDF definition puts Gaussian "
+            f"centres on a uniform grid); steps range from {steps.min():.4g} to {steps.max():.4g}"
+        )
+    if r[0] < 0:
+        raise DataFormatError(f"{path}: r starts at a negative distance {r[0]}")
+
+
+def _header(path: Path) -> dict[str, str]:
+    """``# key: value`` lines at the top of a target file."""
+    header = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.startswith("#"):
+                break
+            key, sep, value = line[1:].partition(":")
+            if sep:
+                header[key.strip().lower()] = value.strip()
+    return header
+
+
+def parse_composition(text: str) -> dict[str, float]:
+    """``"Ar:0.75,Kr:0.25"`` → ``{"Ar": 0.75, "Kr": 0.25}`` (mole fractions, summing to 1)."""
+    from ase.data import atomic_numbers
+
+    composition: dict[str, float] = {}
+    for part in text.replace(" ", "").split(","):
+        symbol, sep, value = part.partition(":")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = float("nan")
+        if not sep or symbol not in atomic_numbers or not fraction > 0:
+            raise DataFormatError(
+                f"composition {text!r}: write it as element:fraction pairs, e.g. "
+                "'Ar:0.75,Kr:0.25' (positive fractions)"
+            )
+        composition[symbol] = fraction
+    if abs(sum(composition.values()) - 1.0) > 1e-6:
+        raise DataFormatError(
+            f"composition {text!r}: the mole fractions sum to {sum(composition.values()):.6g}, "
+            "not 1"
+        )
+    return composition
+
+
+def format_composition(composition: dict[str, float]) -> str:
+    """Inverse of :func:`parse_composition`."""
+    return ",".join(f"{k}:{v:g}" for k, v in composition.items())
+
+
 def _load_csv(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataFormatError(f"target file {path} does not exist")
@@ -128,6 +212,11 @@ def read_rdf_csv(
         raise ValueError(f"layout must be 'rows' or 'columns', got {layout!r}")
     if data.shape[0] != 2:
         hint = ""
+        if data.shape[0] > 2:
+            hint = (
+                " For partial RDFs of a mixture (one g row per species pair) name the rows in a "
+                "'# pairs: A-A,A-B,B-B' header line"
+            )
         if data.ndim == 2 and data.shape[1] == 2 and data.shape[0] > 2:
             hint = (
                 " It has two columns instead: it looks like the transposed layout; pass "
@@ -137,21 +226,13 @@ def read_rdf_csv(
             f"{path}: an RDF target has 2 rows (r, then g(r)); found a table of shape "
             f"{data.shape}.{hint}"
         )
-    r, g = data
-    if len(r) < 3:
-        raise DataFormatError(f"{path}: only {len(r)} points; an RDF target needs at least 3")
-    if not (np.isfinite(r).all() and np.isfinite(g).all()):
-        raise DataFormatError(f"{path}: contains NaN or inf values")
-    if (g < 0).any():
-        raise DataFormatError(f"{path}: g(r) is negative at r = {r[np.argmax(g < 0)]:.4g}")
-    steps = np.diff(r)
-    if (steps <= 0).any() or not np.allclose(steps, steps.mean(), rtol=1e-4, atol=0):
+    if "pairs" in _header(path):
         raise DataFormatError(
-            f"{path}: the r row must increase in equal steps (the RDF definition puts Gaussian "
-            f"centres on a uniform grid); steps range from {steps.min():.4g} to {steps.max():.4g}"
+            f"{path}: a partial-RDF (mixture) file with a '# pairs:' header; read it with "
+            "read_partial_rdf_csv / read_targets"
         )
-    if r[0] < 0:
-        raise DataFormatError(f"{path}: r starts at a negative distance {r[0]}")
+    r, g = data
+    _check_rdf_rows(path, r, g[None])
     name_rho, name_t = state_from_name(path)
     return RDFTarget(
         r=r.astype(np.float64),
@@ -160,6 +241,106 @@ def read_rdf_csv(
         temperature=name_t if temperature is None else float(temperature),
         source=path.name,
     )
+
+
+def read_partial_rdf_csv(
+    path: str | os.PathLike,
+    density: float | None = None,
+    temperature: float | None = None,
+) -> tuple[list[RDFTarget], dict[str, float]]:
+    """Read a partial-RDF target of a mixture (see the module docstring for the layout).
+
+    Density and temperature come from the arguments, else the ``# density:`` /
+    ``# temperature:`` header lines, else the file name (``rho…_T…``).
+
+    Returns:
+        one :class:`RDFTarget` per species pair (``pair`` set), and the composition
+        ``{element: mole fraction}``.
+
+    Raises:
+        DataFormatError: no ``# pairs:`` or ``# composition:`` header, a row count that does not
+            match the pairs, a pair of an element not in the composition, or bad numbers.
+    """
+    from ase_mlmd.models.species_pair import pair_label, parse_pair
+
+    path = Path(path)
+    data = _load_csv(path)
+    header = _header(path)
+    if "pairs" not in header or "composition" not in header:
+        raise DataFormatError(
+            f"{path}: a partial-RDF target needs '# pairs: A-A,A-B,B-B' and '# composition: "
+            "A:x,B:1-x' header lines naming its g rows and the mixture"
+        )
+    composition = parse_composition(header["composition"])
+    try:
+        pairs = [pair_label(parse_pair(p)) for p in header["pairs"].replace(" ", "").split(",")]
+    except ValueError as err:
+        raise DataFormatError(f"{path}: bad '# pairs:' header ({err})") from None
+    if data.shape[0] != len(pairs) + 1:
+        raise DataFormatError(
+            f"{path}: {len(pairs)} pairs in the header need {len(pairs) + 1} rows (r, then one "
+            f"g row per pair); found {data.shape[0]}"
+        )
+    for pair in pairs:
+        unknown = set(pair.split("-")) - set(composition)
+        if unknown:
+            raise DataFormatError(
+                f"{path}: pair {pair} has elements {sorted(unknown)} that are not in the "
+                f"composition {header['composition']}"
+            )
+    r, gs = data[0], data[1:]
+    _check_rdf_rows(path, r, gs)
+    name_rho, name_t = state_from_name(path)
+    rho = density if density is not None else float(header.get("density", name_rho or "nan"))
+    temp = temperature if temperature is not None else header.get("temperature", name_t)
+    targets = [
+        RDFTarget(
+            r=r.astype(np.float64),
+            g=g.astype(np.float64),
+            density=None if not np.isfinite(rho) else float(rho),
+            temperature=None if temp is None else float(temp),
+            source=f"{path.name}[{pair}]",
+            pair=pair,
+        )
+        for pair, g in zip(pairs, gs, strict=True)
+    ]
+    return targets, composition
+
+
+def write_partial_rdf_csv(
+    path: str | os.PathLike,
+    targets: Sequence[RDFTarget],
+    composition: dict[str, float],
+    density: float,
+    temperature: float,
+) -> Path:
+    """Write partial RDFs (same grid, ``pair`` set) in the layout :func:`read_partial_rdf_csv`
+    reads; atomic."""
+    if not targets or any(t.pair is None for t in targets):
+        raise ValueError("every target of a partial-RDF file needs its species pair")
+    rows = [targets[0].r, *[t.g for t in targets]]
+    lines = [
+        f"# pairs: {','.join(t.pair for t in targets)}",
+        f"# composition: {format_composition(composition)}",
+        f"# density: {density:g}",
+        f"# temperature: {temperature:g}",
+        *[",".join(f"{v:.10g}" for v in row) for row in rows],
+    ]
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_targets(
+    path: str | os.PathLike,
+    density: float | None = None,
+    temperature: float | None = None,
+    layout: str = "rows",
+) -> tuple[list[RDFTarget], dict[str, float] | None]:
+    """Read a target file of either layout: (targets, composition) for a partial-RDF file,
+    ([target], None) for a plain two-row RDF."""
+    path = Path(path)
+    if path.is_file() and "pairs" in _header(path):
+        return read_partial_rdf_csv(path, density, temperature)
+    return [read_rdf_csv(path, density, temperature, layout)], None
 
 
 def read_vacf_csv(path: str | os.PathLike) -> VACFTarget:

@@ -110,19 +110,43 @@ def pair_distances(positions: torch.Tensor, cell: torch.Tensor, r_max: float) ->
     return distances
 
 
+def species_pairs(numbers: torch.Tensor, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unordered atom pairs (i < j) whose elements are {a, b} (for a partial RDF g_ab).
+
+    Args:
+        numbers: (N,) atomic numbers. a, b: the two elements (equal for a like pair).
+
+    Returns:
+        (i, j), each (P,) int64: N_a (N_a − 1) / 2 pairs for a = b, N_a N_b otherwise.
+    """
+    numbers = torch.as_tensor(numbers)
+    n = numbers.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1, device=numbers.device)
+    zi, zj = numbers[i], numbers[j]
+    keep = ((zi == a) & (zj == b)) | ((zi == b) & (zj == a))
+    return i[keep], j[keep]
+
+
 def frame_pair_distances(
-    frames: torch.Tensor, cells: torch.Tensor, r_max: float
+    frames: torch.Tensor,
+    cells: torch.Tensor,
+    r_max: float,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimum-image distances of the unordered pairs closer than ``r_max`` in several frames.
 
     Args:
         frames: (F, N, 3) positions, Å. cells: (F, 3, 3) cells, Å. r_max: Å.
+        pairs: only these atom pairs (i, j), e.g. :func:`species_pairs` (default: all i < j).
 
     Returns:
         the distances (P,), Å, and the frame of each (P,) int64.
     """
     n = frames.shape[1]
-    i, j = torch.triu_indices(n, n, offset=1, device=frames.device)
+    if pairs is None:
+        i, j = torch.triu_indices(n, n, offset=1, device=frames.device)
+    else:
+        i, j = (p.to(frames.device) for p in pairs)
     # select the pairs without a graph, a few frames at a time (the dense F × N²/2 arrays are
     # the largest in the whole computation), then differentiate only the selected ones
     frame_parts, pair_parts, shift_parts = [], [], []
@@ -229,6 +253,7 @@ def compute_rdf_torch(
     grid: RDFGrid | None = None,
     normalization: str = "mdgrad",
     per_frame: bool = False,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Gaussian-smeared radial distribution function of one periodic system, differentiable.
 
@@ -239,6 +264,9 @@ def compute_rdf_torch(
         normalization: ``"mdgrad"`` (self-normalized, as the DiffSim targets) or ``"density"``
             (g → 1 for an ideal gas); see the module docstring.
         per_frame: return (F, nbins) instead of the frame average.
+        pairs: count only these atom pairs (i, j) — :func:`species_pairs` gives a partial RDF
+            g_ab; with ``"density"`` the ideal-gas reference is then their number P per volume
+            (P / V ΔV_k instead of N ρ / 2 ΔV_k), so g_ab → 1 for an ideal mixture too.
 
     Returns:
         (nbins,) g(r_k) averaged over frames (or (F, nbins)).
@@ -252,7 +280,7 @@ def compute_rdf_torch(
         raise ValueError(f"an RDF needs at least one frame of two atoms, got {n_frames} frames")
     cells = cell.expand(n_frames, 3, 3) if cell.dim() == 2 else cell
     dtype, device = frames.dtype, frames.device
-    distances, frame = frame_pair_distances(frames, cells.to(dtype), grid.end + grid.reach)
+    distances, frame = frame_pair_distances(frames, cells.to(dtype), grid.end + grid.reach, pairs)
     counts = smeared_counts(distances, grid, frame, n_frames)  # (F, nbins)
     if normalization == "mdgrad":
         total = counts.sum(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
@@ -263,7 +291,11 @@ def compute_rdf_torch(
         n_k = counts * (grid.spacing / (grid.sigma * math.sqrt(2.0 * math.pi)))
         density = n_atoms / torch.linalg.det(cells.to(dtype)).abs()  # (F,)
         shells = grid.centred_shell_volumes(dtype, device)
-        g = n_k / (0.5 * n_atoms * density[:, None] * shells)
+        if pairs is None:
+            g = n_k / (0.5 * n_atoms * density[:, None] * shells)
+        else:
+            pair_density = len(pairs[0]) / torch.linalg.det(cells.to(dtype)).abs()
+            g = n_k / (pair_density[:, None] * shells)
     return g if per_frame else g.mean(dim=0)
 
 
