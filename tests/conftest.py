@@ -117,3 +117,22 @@ def cli_fails(args: list[str], capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return err
+
+
+def results(calc, atoms: Atoms) -> dict:
+    """Energy, forces (and stress when periodic) of ``atoms`` with ``calc``, through ASE."""
+    a = atoms.copy()
+    a.calc = calc
+    out = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
+    if a.pbc.all():
+        out["stress"] = a.get_stress()
+    return out
+
+
+def assert_matches(ours: dict, ref: dict, rtol: float = 1e-10) -> None:
+    """Every property of ``ref`` matches ``ours`` to ``rtol`` relative to its largest entry."""
+    for key, value in ref.items():
+        scale = max(np.abs(value).max(), 1e-6)
+        err = np.abs(np.asarray(ours[key]) - value).max() / scale
+        assert err < rtol, f"{key}: relative error {err:.2e}"
+    assert abs(ref["energy"]) > 1e-3

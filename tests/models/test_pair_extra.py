@@ -15,7 +15,7 @@ from ase import Atoms
 from ase.calculators.lj import LennardJones as AseLennardJones
 from ase.calculators.morse import fcut, fcut_d
 from ase.neighborlist import neighbor_list
-from conftest import make_ar_cluster, make_ar_crystal
+from conftest import assert_matches, make_ar_cluster, make_ar_crystal, results
 from scipy.interpolate import CubicSpline
 
 from ase_mlmd import MLCalculator, load_calculator
@@ -62,23 +62,6 @@ def reference_pair(atoms: Atoms, phi, dphi, rc: float, r_on: float) -> dict:
         stress = 0.5 * vec.T @ pair_forces / atoms.get_volume()
         out["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
     return out
-
-
-def results(calc, atoms: Atoms) -> dict:
-    a = atoms.copy()
-    a.calc = calc
-    out = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
-    if a.pbc.all():
-        out["stress"] = a.get_stress()
-    return out
-
-
-def assert_matches(ours: dict, ref: dict, rtol: float = 1e-10) -> None:
-    for key, value in ref.items():
-        scale = max(np.abs(value).max(), 1e-6)
-        err = np.abs(np.asarray(ours[key]) - value).max() / scale
-        assert err < rtol, f"{key}: relative error {err:.2e}"
-    assert abs(ref["energy"]) > 1e-3
 
 
 # --- analytic additions ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.neighborlist import neighbor_list
-from conftest import make_ar_cluster, make_ar_crystal
+from conftest import assert_matches, make_ar_cluster, make_ar_crystal, results
 
 from ase_mlmd import MLCalculator, load_calculator
 from ase_mlmd.diffsim.report import export_card
@@ -53,7 +53,9 @@ def reference(atoms: Atoms) -> dict:
     """Energy, forces and stress of the shifted LJ mixture, in numpy."""
     i, j, d, vec = neighbor_list("ijdD", atoms, RC)
     z = atoms.numbers
-    sigma = np.array([SIGMA["-".join(map(str, _labels(a, b)))] for a, b in zip(z[i], z[j])])
+    sigma = np.array(
+        [SIGMA["-".join(map(str, _labels(a, b)))] for a, b in zip(z[i], z[j], strict=True)]
+    )
 
     def phi(r):
         return 4 * ((sigma / r) ** 12 - (sigma / r) ** 6)
@@ -74,21 +76,6 @@ def _labels(a: int, b: int) -> tuple[str, str]:
     from ase.data import chemical_symbols
 
     return tuple(chemical_symbols[z] for z in parse_pair((int(a), int(b))))
-
-
-def results(calc, atoms: Atoms) -> dict:
-    a = atoms.copy()
-    a.calc = calc
-    out = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
-    if a.pbc.all():
-        out["stress"] = a.get_stress()
-    return out
-
-
-def assert_matches(ours: dict, ref: dict, rtol: float) -> None:
-    for key, value in ref.items():
-        err = np.abs(np.asarray(ours[key]) - value).max() / max(np.abs(value).max(), 1e-6)
-        assert err < rtol, f"{key}: relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("atoms", [CRYSTAL, CLUSTER], ids=["crystal", "cluster"])
