@@ -13,7 +13,8 @@ Parts (``--parts``):
 * ``floor``: the truth again with another seed, evaluated like a fit (``--production`` steps):
   rdf_dev per partial RDF, the noise floor;
 * ``fit``: BPTT with one neural pair potential per species pair, started from the Boltzmann
-  inversion of the partial RDFs, on x = 0.25 and 0.75 jointly (``--epochs``, ``--time-limit``);
+  inversion of the partial RDFs, on x = 0.25 and 0.75 jointly (``--epochs``, ``--lr``,
+  ``--window``, ``--time-limit``);
   evaluated at all three compositions (0.5 is the transfer test); max |U − U_true| per pair on
   [1.0, 2.5] σ; outputs (card, plots) in ``--outdir/fit``.
 
@@ -99,6 +100,8 @@ def part_fit(args) -> dict:
     config = FitConfig(
         method="bptt",
         epochs=args.epochs,
+        lr=args.lr,
+        window=args.window,
         time_limit=args.time_limit,
         production_steps=args.production,
     )
@@ -136,6 +139,8 @@ def main() -> None:
     parser.add_argument("--target-steps", type=int, default=20000)
     parser.add_argument("--production", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    parser.add_argument("--window", type=int, default=60, help="BPTT window, steps")
     parser.add_argument("--time-limit", type=float, default=None, help="fit seconds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
