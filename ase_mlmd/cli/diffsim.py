@@ -148,9 +148,8 @@ class CLICommand:
             if newton:
                 potential = None if args.start is None else _load_pair_potential(args.start)
             elif any(s.is_mixture or s.partials for s in states):
-                elements = sorted({e for s in states for e in (s.composition or {})})
                 potential = make_mixture_potential(
-                    elements, args.potential, cutoff=args.cutoff, seed=args.seed
+                    _elements(states), args.potential, cutoff=args.cutoff, seed=args.seed
                 )
             else:
                 potential = make_potential(args.potential, cutoff=args.cutoff, seed=args.seed)
@@ -233,17 +232,17 @@ def _states(args, parser):
                 f"{path}: density and temperature are not in the file name (rho..._T...) or "
                 "its header; give --density and --temperature"
             )
-        if composition is None:
-            state = ThermoState(target.density, target.temperature, target, n_cells=args.cells)
-        else:
-            state = ThermoState(
+        mixture = composition is not None
+        states.append(
+            ThermoState(
                 target.density,
                 target.temperature,
+                None if mixture else target,
                 n_cells=args.cells,
                 composition=composition,
-                partials=targets,
+                partials=targets if mixture else [],
             )
-        states.append(state)
+        )
     return states
 
 
@@ -256,11 +255,16 @@ def _true_potential(name: str, cutoff: float, states):
     if name == "lj-mixture":
         from ase_mlmd.diffsim.mixture import binary_lj_mixture
 
-        elements = sorted({e for s in states for e in (s.composition or {})})
+        elements = _elements(states)
         if len(elements) != 2:
             raise SystemExit(f"--true-potential lj-mixture needs two elements, got {elements}")
         return binary_lj_mixture(*elements, cutoff=cutoff)
     return None
+
+
+def _elements(states) -> list[str]:
+    """The element symbols of all states, sorted."""
+    return sorted({e for s in states for e in s.elements})
 
 
 def _attach_vacf(states, paths) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from ase import units
@@ -27,6 +27,7 @@ from ase_mlmd.models.species_pair import parse_pair
 from ase_mlmd.observables.differentiable import (
     compute_rdf_torch,
     frame_pair_distances,
+    rdf_from_distances,
     species_pairs,
 )
 
@@ -124,10 +125,10 @@ class Engine:
         for n in sizes:
             starts.append(starts[-1] + n)
         self.slices = [slice(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
-        self.numbers = [
-            torch.as_tensor(initial_atoms(s, self.config.seed + k).numbers, dtype=torch.long)
-            for k, s in enumerate(self.states)
+        self.start_atoms = [
+            initial_atoms(s, self.config.seed + k) for k, s in enumerate(self.states)
         ]
+        self.numbers = [torch.as_tensor(a.numbers, dtype=torch.long) for a in self.start_atoms]
         self.channels = self._channels()
 
     def _channels(self) -> list[RDFChannel]:
@@ -154,8 +155,7 @@ class Engine:
 
     def initial_state(self) -> MDState:
         """FCC starts with Maxwell–Boltzmann momenta, initialized (forces computed)."""
-        atoms = [initial_atoms(s, self.config.seed + k) for k, s in enumerate(self.states)]
-        state = MDState.from_atoms(atoms, device=self.config.device)
+        state = MDState.from_atoms(self.start_atoms, device=self.config.device)
         with torch.no_grad():
             return self.integrator.init(state)
 
@@ -197,18 +197,53 @@ class Engine:
     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per channel, for frames (F, N, 3) of the batched state (cell (B, 3, 3)): the
         per-frame RDFs (F, bins), the pair distances below ``cutoff`` (P,) and their frame
-        index (P,)."""
+        index (P,). One pass over the pairs serves both."""
         n = frames.shape[0]
         out = []
         for c in self.channels:
             cells = cell[c.system].expand(n, 3, 3)
-            sl = self.slices[c.system]
-            rdfs = compute_rdf_torch(
-                frames[:, sl], cells, c.target.grid, per_frame=True, pairs=c.pairs
-            )
-            d, frame = frame_pair_distances(frames[:, sl], cells, cutoff, c.pairs)
-            out.append((rdfs, d, frame))
+            positions = frames[:, self.slices[c.system]]
+            grid = c.target.grid
+            r_max = max(cutoff, grid.end + grid.reach)
+            d, frame = frame_pair_distances(positions, cells, r_max, c.pairs)
+            n_pairs = None if c.pairs is None else len(c.pairs[0])
+            rdfs = rdf_from_distances(d, frame, cells, grid, "mdgrad", positions.shape[1], n_pairs)
+            inside = d < cutoff
+            out.append((rdfs, d[inside], frame[inside]))
         return out
+
+    def sample_frame_data(
+        self,
+        state: MDState,
+        n_frames: int,
+        every: int,
+        cutoff: float,
+        reduce: Callable[[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]], None],
+        chunk: int = 10,
+        stop_when_unstable: bool = False,
+    ) -> tuple[MDState, bool]:
+        """Run ``n_frames × every`` steps without a graph; every ``chunk`` frames hand
+        ``reduce(n, data)`` the :meth:`frame_data` of those n frames (memory independent of the
+        run length). With ``stop_when_unstable`` the run stops at the first frame that
+        :meth:`instability` flags. Returns (final state, whether it ran to the end)."""
+        pending: list[torch.Tensor] = []
+
+        def flush() -> None:
+            frames = torch.stack(pending)
+            reduce(frames.shape[0], self.frame_data(frames, state.cell, cutoff))
+            pending.clear()
+
+        with torch.no_grad():
+            for _ in range(n_frames):
+                state = self.run(state, every)
+                if stop_when_unstable and self.instability(state) is not None:
+                    return state, False
+                pending.append(state.positions.clone())
+                if len(pending) == chunk:
+                    flush()
+            if pending:
+                flush()
+        return state, True
 
     def sample_rdf(
         self, state: MDState, steps: int, every: int

@@ -18,6 +18,7 @@ last state) gives each state's g(r) (each partial of a mixture) and ``rdf_dev``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,10 @@ from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import production_rdf
 from ase_mlmd.diffsim.losses import rdf_dev
 from ase_mlmd.diffsim.systems import ThermoState
-from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
+from ase_mlmd.diffsim.tabulate import spline_table
 from ase_mlmd.errors import DataFormatError
 from ase_mlmd.models.pair import LennardJones, Morse, PairPotential, SoftSphere, Yukawa
-from ase_mlmd.models.species_pair import SpeciesPairPotential, pair_label
-from ase_mlmd.models.spline_pair import spline_from_potential
+from ase_mlmd.models.species_pair import SpeciesPairPotential, pair_label, parse_species
 
 #: potentials a fit can start from (the CLI's --potential)
 POTENTIALS = ("neural-pair", "lennard-jones", "morse", "yukawa", "soft-sphere")
@@ -67,21 +67,14 @@ def make_mixture_potential(
 ) -> SpeciesPairPotential:
     """A trainable :class:`SpeciesPairPotential` with one :func:`make_potential` per unordered
     pair of ``species`` (element symbols), each seeded differently."""
-    import itertools
-
-    pairs = [
-        pair_label(tuple(sorted(p)))
-        for p in itertools.combinations_with_replacement(_numbers(species), 2)
-    ]
+    numbers = sorted({parse_species(s) for s in species})
+    pairs = itertools.combinations_with_replacement(numbers, 2)
     return SpeciesPairPotential(
-        {pair: make_potential(kind, cutoff, seed + k, **kw) for k, pair in enumerate(pairs)}
+        {
+            pair_label(pair): make_potential(kind, cutoff, seed + k, **kw)
+            for k, pair in enumerate(pairs)
+        }
     )
-
-
-def _numbers(species: Sequence[str]) -> list[int]:
-    from ase_mlmd.models.species_pair import parse_species
-
-    return sorted({parse_species(s) for s in species})
 
 
 def check_states(
@@ -110,7 +103,7 @@ def check_states(
             f"states {mixed} are mixtures: fit a SpeciesPairPotential (one potential per "
             "species pair; make_mixture_potential builds one)"
         )
-    elements = {z for s in states for z in _numbers(list(s.composition or {"Ar": 1.0}))}
+    elements = {parse_species(e) for s in states for e in s.elements}
     missing = sorted(elements - set(potential.species))
     if missing:
         raise DataFormatError(
@@ -127,7 +120,7 @@ def evaluate(
     """Production run of ``potential`` at ``states``: (g per channel, rdf_dev per channel); a
     channel is a state's RDF or one partial RDF of a mixture state."""
     with torch.no_grad():
-        model = tabulated(potential, config.table_spacing)
+        model = spline_table(potential, config.table_spacing)
     gs, _ = production_rdf(
         model,
         states,
@@ -139,19 +132,6 @@ def evaluate(
     )
     targets = [t for s in states for t in s.rdf_targets]
     return gs, [rdf_dev(g, t.g) for g, t in zip(gs, targets, strict=True)]
-
-
-def tabulated(potential: PairPotential | SpeciesPairPotential, spacing: float):
-    """The spline table the engine runs for ``potential`` (one per species pair)."""
-
-    def table(p: PairPotential):
-        return spline_from_potential(
-            p, TABLE_R_MIN, int(round((p.cutoff - TABLE_R_MIN) / spacing)) + 1
-        )
-
-    if isinstance(potential, SpeciesPairPotential):
-        return SpeciesPairPotential({label: table(p) for label, p in potential.items()})
-    return table(potential)
 
 
 def fit(

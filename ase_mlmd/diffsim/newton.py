@@ -39,6 +39,7 @@ from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.ibi import boltzmann_inverted_spline
 from ase_mlmd.diffsim.losses import rdf_dev, rdf_mse
 from ase_mlmd.diffsim.systems import ThermoState
+from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
 from ase_mlmd.errors import SimulationUnstableError
 from ase_mlmd.models.pair import PairPotential
 from ase_mlmd.models.spline_pair import (
@@ -49,8 +50,7 @@ from ase_mlmd.models.spline_pair import (
     spline_from_potential,
 )
 
-#: knots of the fine table the engine runs: first knot (reduced units) and count
-TABLE_R_MIN = 0.5
+#: knots of the fine table the engine runs (from tabulate.TABLE_R_MIN to the cutoff)
 TABLE_KNOTS = 1001
 #: frames reduced at once while sampling
 CHUNK = 10
@@ -270,23 +270,17 @@ def _sample(
 ):
     """Run ``newton_frames × sample_every`` steps, adding each state's frames to its moments;
     returns (state, False) as soon as the run explodes."""
-    pending: list[torch.Tensor] = []
 
-    def reduce() -> None:
-        frames = torch.stack(pending)
-        data = engine.frame_data(frames, state.cell, cutoff)
+    def reduce(n: int, data) -> None:
         for (g, d, frame), m in zip(data, moments, strict=True):
-            m.add(g, correction.frame_gradients(d, frame, frames.shape[0]))
-        pending.clear()
+            m.add(g, correction.frame_gradients(d, frame, n))
 
-    with torch.no_grad():
-        for _ in range(config.newton_frames):
-            state = engine.run(state, config.sample_every)
-            if engine.instability(state) is not None:
-                return state, False
-            pending.append(state.positions.clone())
-            if len(pending) == CHUNK:
-                reduce()
-        if pending:
-            reduce()
-    return state, True
+    return engine.sample_frame_data(
+        state,
+        config.newton_frames,
+        config.sample_every,
+        cutoff,
+        reduce,
+        CHUNK,
+        stop_when_unstable=True,
+    )

@@ -140,6 +140,12 @@ def potential_curve(potential: PairPotential, r: np.ndarray) -> np.ndarray:
         return potential.cut_pair_energy(rr).cpu().numpy()
 
 
+def true_curve(potential: PairPotential, r: np.ndarray) -> np.ndarray:
+    """φ(r) of a reference potential without its cutoff treatment, eV."""
+    with torch.no_grad():
+        return potential.pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
+
+
 def u_errors(
     potential: Any,
     true_potential: Any,
@@ -152,11 +158,8 @@ def u_errors(
     truth = dict(pair_components(true_potential))
     out = {}
     for label, phi in pair_components(potential):
-        if label not in truth:
-            continue
-        with torch.no_grad():
-            true = truth[label].pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
-        out[label] = float(np.abs(potential_curve(phi, r) - true).max())
+        if label in truth:
+            out[label] = float(np.abs(potential_curve(phi, r) - true_curve(truth[label], r)).max())
     if not out:
         raise ValueError("the true potential has none of the fitted potential's species pairs")
     return out
@@ -253,11 +256,9 @@ def write_report(
         suffix = "" if label == "all" else f" {label}"
         ax.plot(r, potential_curve(phi, r), lw=2, alpha=0.7, color=f"C{k}", label=f"fitted{suffix}")
         if label in truth:
-            with torch.no_grad():
-                true = truth[label].pair_energy(torch.as_tensor(r, dtype=torch.float64)).numpy()
             ax.plot(
                 r,
-                true,
+                true_curve(truth[label], r),
                 "--",
                 color="k" if label == "all" else f"C{k}",
                 lw=1.2,

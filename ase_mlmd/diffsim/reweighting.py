@@ -83,29 +83,19 @@ def sample_frames(
     Frames are reduced to (RDF, energy basis) in groups of ``chunk`` as the run goes, so memory
     does not depend on the number of steps (and only weakly on ``n_frames``).
     """
-    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in engine.states]
-    pending: list[torch.Tensor] = []
+    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in engine.channels]
     theta = torch.cat([table.values, table.derivatives]).detach()
 
-    def reduce() -> None:
-        frames = torch.stack(pending)
-        n = frames.shape[0]
-        data = engine.frame_data(frames, state.cell, table.potential.cutoff)
-        for b, (rdfs, d, frame) in enumerate(data):
+    def reduce(n: int, data) -> None:
+        for part, (rdfs, d, frame) in zip(parts, data, strict=True):
             bases = hermite_energy_basis(
                 d, table.r_min, table.spline.spacing, table.n_knots, frame, n
             )
-            parts[b].append((rdfs, bases))
-        pending.clear()
+            part.append((rdfs, bases))
 
-    with torch.no_grad():
-        for _ in range(n_frames):
-            state = engine.run(state, every)
-            pending.append(state.positions.clone())
-            if len(pending) == chunk:
-                reduce()
-        if pending:
-            reduce()
+    state, _ = engine.sample_frame_data(
+        state, n_frames, every, table.potential.cutoff, reduce, chunk
+    )
     stored = []
     for chunks in parts:
         rdfs = torch.cat([c[0] for c in chunks])

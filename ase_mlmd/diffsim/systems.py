@@ -20,6 +20,8 @@ from ase_mlmd.errors import InvalidStructureError
 
 #: atoms per conventional FCC cell
 FCC_BASIS = 4
+#: the element of a one-component state (reduced units: only its label matters)
+PURE_ELEMENT = "Ar"
 
 
 def timestep_fs(dt_reduced: float) -> float:
@@ -43,7 +45,8 @@ class ThermoState:
         vacf: optional VACF target.
         n_cells: FCC cells per box edge (4 gives 256 atoms, the protocol of the paper).
         name: label in reports (default ``rho{ρ}_T{T}``, plus the composition for a mixture).
-        composition: a mixture's ``{element: mole fraction}`` (None: one component, "Ar");
+        composition: a mixture's ``{element: mole fraction}`` (None: one component,
+            :data:`PURE_ELEMENT`);
             the FCC sites get round(x N) atoms of each element in a seeded random order.
         partials: the partial RDFs g_ab to reproduce (a mixture; each with ``pair`` set),
             instead of (or besides) ``target``.
@@ -95,11 +98,11 @@ class ThermoState:
                 raise InvalidStructureError(
                     f"state {self.name or '?'}: partial targets need their species pair"
                 )
-            unknown = set(target.pair.split("-")) - set(self.composition or {"Ar": 1.0})
+            unknown = set(target.pair.split("-")) - set(self.elements)
             if unknown:
                 raise InvalidStructureError(
                     f"target {target.source or target.pair}: elements {sorted(unknown)} are not "
-                    f"in the composition {self.composition or {'Ar': 1.0}}"
+                    f"among the state's elements {self.elements}"
                 )
 
     @property
@@ -108,6 +111,11 @@ class ThermoState:
         if self.partials:
             return list(self.partials)
         return [] if self.target is None else [self.target]
+
+    @property
+    def elements(self) -> list[str]:
+        """The element symbols of the box: the composition's, or the one of a pure liquid."""
+        return list(self.composition) if self.composition else [PURE_ELEMENT]
 
     @property
     def is_mixture(self) -> bool:
@@ -150,7 +158,7 @@ def species_counts(composition: dict[str, float], n_atoms: int) -> dict[str, int
 def fcc_box(
     density: float,
     n_cells: int = 4,
-    symbol: str = "Ar",
+    symbol: str = PURE_ELEMENT,
     mass: float = 1.0,
     composition: dict[str, float] | None = None,
     seed: int = 0,

@@ -19,11 +19,30 @@ import torch
 
 from ase_mlmd.models.pair import PairPotential
 from ase_mlmd.models.species_pair import SpeciesPairPotential
-from ase_mlmd.models.spline_pair import SplinePair, tabulate
+from ase_mlmd.models.spline_pair import SplinePair, spline_from_potential, tabulate
 
 #: default first knot (reduced units: far inside the repulsive wall) and knot spacing, Å
 TABLE_R_MIN = 0.5
 TABLE_SPACING = 0.002
+
+
+def table_knots(cutoff: float, r_min: float, spacing: float) -> int:
+    """Knots of a table from ``r_min`` to ``cutoff`` at about ``spacing`` Å (at least 2)."""
+    return max(2, int(round((cutoff - r_min) / spacing)) + 1)
+
+
+def spline_table(
+    potential: PairPotential | SpeciesPairPotential,
+    spacing: float = TABLE_SPACING,
+    r_min: float = TABLE_R_MIN,
+) -> SplinePair | SpeciesPairPotential:
+    """A fixed (no-graph) spline table of ``potential`` for the engine, one per species pair of
+    a species-pair model: the evaluation runs of a fit."""
+    if isinstance(potential, SpeciesPairPotential):
+        return SpeciesPairPotential(
+            {label: spline_table(p, spacing, r_min) for label, p in potential.items()}
+        )
+    return spline_from_potential(potential, r_min, table_knots(potential.cutoff, r_min, spacing))
 
 
 class PairTable:
@@ -46,7 +65,7 @@ class PairTable:
             raise ValueError(f"r_min must lie in (0, cutoff), got {r_min}")
         self.potential = potential
         self.r_min = float(r_min)
-        self.n_knots = max(2, int(round((potential.cutoff - r_min) / spacing)) + 1)
+        self.n_knots = table_knots(potential.cutoff, r_min, spacing)
         dtype, device = potential.dtype, potential.device
         self.values = torch.zeros(self.n_knots, dtype=dtype, device=device, requires_grad=True)
         self.derivatives = torch.zeros_like(self.values, requires_grad=True)

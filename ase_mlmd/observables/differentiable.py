@@ -278,25 +278,45 @@ def compute_rdf_torch(
     n_frames, n_atoms = frames.shape[0], frames.shape[1]
     if n_frames < 1 or n_atoms < 2:
         raise ValueError(f"an RDF needs at least one frame of two atoms, got {n_frames} frames")
-    cells = cell.expand(n_frames, 3, 3) if cell.dim() == 2 else cell
-    dtype, device = frames.dtype, frames.device
-    distances, frame = frame_pair_distances(frames, cells.to(dtype), grid.end + grid.reach, pairs)
+    cells = (cell.expand(n_frames, 3, 3) if cell.dim() == 2 else cell).to(frames.dtype)
+    distances, frame = frame_pair_distances(frames, cells, grid.end + grid.reach, pairs)
+    n_pairs = None if pairs is None else len(pairs[0])
+    g = rdf_from_distances(distances, frame, cells, grid, normalization, n_atoms, n_pairs)
+    return g if per_frame else g.mean(dim=0)
+
+
+def rdf_from_distances(
+    distances: torch.Tensor,
+    frame: torch.Tensor,
+    cells: torch.Tensor,
+    grid: RDFGrid,
+    normalization: str,
+    n_atoms: int,
+    n_pairs: int | None = None,
+) -> torch.Tensor:
+    """Per-frame g(r) (F, nbins) from pair distances, as :func:`compute_rdf_torch` does it.
+
+    Args:
+        distances: (P,) pair distances, Å (those outside the grid's reach are ignored, so a
+            list from a longer ``r_max`` gives the same RDF). frame: (P,) frame of each.
+        cells: (F, 3, 3) cells, Å. grid, normalization: see :func:`compute_rdf_torch`.
+        n_atoms: atoms per frame. n_pairs: the number of atom pairs counted when they are a
+            subset (``pairs`` of :func:`compute_rdf_torch`; None: all pairs) — the
+            ``"density"`` reference per shell is then n_pairs / V instead of N ρ / 2.
+    """
+    n_frames = cells.shape[0]
+    dtype, device = distances.dtype, distances.device
     counts = smeared_counts(distances, grid, frame, n_frames)  # (F, nbins)
     if normalization == "mdgrad":
         total = counts.sum(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
         volume = 4.0 / 3.0 * math.pi * grid.end**3
-        g = counts / total * (volume / grid.shell_volumes(dtype, device))
-    else:
-        # a unit-area Gaussian has height 1/(w√2π): n_k = counts · Δr / (w√2π) per bin
-        n_k = counts * (grid.spacing / (grid.sigma * math.sqrt(2.0 * math.pi)))
-        density = n_atoms / torch.linalg.det(cells.to(dtype)).abs()  # (F,)
-        shells = grid.centred_shell_volumes(dtype, device)
-        if pairs is None:
-            g = n_k / (0.5 * n_atoms * density[:, None] * shells)
-        else:
-            pair_density = len(pairs[0]) / torch.linalg.det(cells.to(dtype)).abs()
-            g = n_k / (pair_density[:, None] * shells)
-    return g if per_frame else g.mean(dim=0)
+        return counts / total * (volume / grid.shell_volumes(dtype, device))
+    # a unit-area Gaussian has height 1/(w√2π): n_k = counts · Δr / (w√2π) per bin
+    n_k = counts * (grid.spacing / (grid.sigma * math.sqrt(2.0 * math.pi)))
+    volumes = torch.linalg.det(cells).abs()  # (F,)
+    shells = grid.centred_shell_volumes(dtype, device)
+    reference = 0.5 * n_atoms * (n_atoms / volumes) if n_pairs is None else n_pairs / volumes
+    return n_k / (reference[:, None] * shells)
 
 
 def compute_vacf_torch(
