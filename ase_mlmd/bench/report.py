@@ -19,12 +19,7 @@ import numpy as np
 from ase_mlmd.bench.metrics import PMF_CLIP_KJ_PER_MOL, ReferenceObservables
 from ase_mlmd.bench.protocol import BenchConfig, ModelRun
 from ase_mlmd.bench.systems import CONDENSED, MOLECULE, PEPTIDE
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from ase_mlmd.fileio import atomic_write_text
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -204,7 +199,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     system = config.protocol
     record = metrics_json(runs, config, reference)
-    _atomic_write_text(out / "metrics.json", json.dumps(record, indent=2, default=float) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=2, default=float) + "\n")
     plots = write_plots(out, runs, reference, system.kind)
     length = system.length(config.short, config.length_ps)
     lines = [
@@ -224,5 +219,5 @@ def write_report(
         lines += ["Notes:", *[f"- {n}" for n in notes], ""]
     lines += ["Plots:", *[f"- ![{p.stem}]({p.name})" for p in plots], ""]
     report = out / "report.md"
-    _atomic_write_text(report, "\n".join(lines))
+    atomic_write_text(report, "\n".join(lines))
     return report

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from ase_mlmd.errors import (
     ModelFileError,
     UntrustedModelError,
 )
+from ase_mlmd.fileio import atomic_write_text
 
 SAFE_FORMATS = ("safetensors", "state_dict")
 CODE_FORMATS = {
@@ -256,18 +256,4 @@ def write_card(table: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a card atomically (temporary file + rename): a reader never sees half a card."""
     import tomli_w
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = tomli_w.dumps(table)
-    with tempfile.NamedTemporaryFile(
-        "w",
-        dir=path.parent,
-        prefix=f".{path.name}.",
-        suffix=".tmp",
-        delete=False,
-        encoding="utf-8",
-    ) as handle:
-        handle.write(text)
-        tmp = Path(handle.name)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, tomli_w.dumps(table))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ase_mlmd.fileio import atomic_write_text
 from ase_mlmd.train.batches import GraphDataset
 from ase_mlmd.train.checkpoint import numpy_rng_state, save_train_checkpoint, set_numpy_rng_state
 from ase_mlmd.train.config import TrainConfig
@@ -111,18 +111,12 @@ class TrainingState:
         self.history, self.elapsed_before = data["history"], data["elapsed"]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    write_atomic(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _epoch_order(n_train: int, seed: int, epoch: int) -> list[int]:

@@ -31,10 +31,11 @@ from ase_mlmd.calculators.ml_calculator import resolve_device
 from ase_mlmd.data.splits import DatasetSplit, check_species_coverage, parse_split, split_indices
 from ase_mlmd.data.statistics import DatasetStatistics, dataset_statistics
 from ase_mlmd.errors import DataFormatError
+from ase_mlmd.fileio import atomic_write_text
 from ase_mlmd.train.batches import GraphDataset
 from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint, run_fingerprint
 from ase_mlmd.train.config import TrainConfig, TrainResult
-from ase_mlmd.train.loop import LOG_COLUMNS, LOG_FILE, EpochLoop, TrainingState, write_atomic
+from ase_mlmd.train.loop import LOG_COLUMNS, LOG_FILE, EpochLoop, TrainingState
 from ase_mlmd.train.loss import Errors, compute_errors
 from ase_mlmd.train.models import CARD_FILE, build_model, export_card
 
@@ -130,7 +131,7 @@ def train(
     if not resume:
         checkpoint.unlink(missing_ok=True)
     split_record = {"seed": split.seed, "ordered": split.ordered, **indices}
-    write_atomic(output_dir / SPLIT_FILE, json.dumps(split_record) + "\n")
+    atomic_write_text(output_dir / SPLIT_FILE, json.dumps(split_record) + "\n")
 
     train_frames = split.frames(frames, "train")
     stats = dataset_statistics(train_frames, config.cutoff)
