@@ -19,7 +19,10 @@ class CLICommand:
     and temperature come from the file name (rho0.845_T1.0) unless given. A mixture target
     holds one g row per species pair, named in header lines ("# pairs: Ar-Ar,Ar-Kr,Kr-Kr",
     "# composition: Ar:0.75,Kr:0.25", optionally "# density:" / "# temperature:"); mixtures
-    are fitted by --method bptt with one potential (--potential) per species pair, and several
+    are fitted with one potential per species pair: --method bptt or reweighting (one
+    --potential per pair), --method newton (one spline correction per pair, from the Boltzmann
+    inversion of each partial RDF or a --start species-pair card) or ibi (one spline per
+    pair); each target file must hold the partial RDF of every species pair; several
     compositions given as several --target fit one set of pair potentials. Units: --units lj
     (reduced Lennard-Jones units = ASE units with sigma = 1 A, epsilon = 1 eV, m = 1 amu).
     The output folder gets card.toml (+ weights.safetensors), loss.png, rdf_*.png,
@@ -36,13 +39,17 @@ class CLICommand:
         ase-mlmd diffsim ibi --target rdf_rho0.845_T1.0_dt0.01.csv -o ibi/
         ase-mlmd diffsim fit --target mix_x0.25.csv --target mix_x0.75.csv --init pmf
             --true-potential lj-mixture -o fit_mix/
+        ase-mlmd diffsim fit --target mix_x0.25.csv --target mix_x0.75.csv --method newton
+            --start fit_mix/card.toml --true-potential lj-mixture -o refined_mix/
     """
 
     @staticmethod
     def add_arguments(parser) -> None:
         sub = parser.add_subparsers(dest="action", metavar="{fit,ibi}")
         sub.required = True
-        fit = sub.add_parser("fit", help="fit a pair potential by BPTT or reweighting")
+        fit = sub.add_parser(
+            "fit", help="fit a pair potential by BPTT, reweighting or Gauss-Newton"
+        )
         ibi = sub.add_parser("ibi", help="Iterative Boltzmann Inversion baseline")
         for p in (fit, ibi):
             _common_arguments(p)
@@ -80,8 +87,8 @@ class CLICommand:
         fit.add_argument(
             "--start",
             default=None,
-            help="newton: the card of a pair potential to refine (e.g. a BPTT fit); default "
-            "-kT ln g* with a repulsive wall",
+            help="newton: the card of a pair potential to refine (e.g. a BPTT fit; a "
+            "species-pair card for mixtures); default -kT ln g* with a repulsive wall (per pair)",
         )
         fit.add_argument(
             "--regularization",
@@ -275,13 +282,18 @@ def _attach_vacf(states, paths) -> None:
 
 
 def _load_pair_potential(card: str):
-    """The pair potential of a card (``diffsim fit`` output or any pair-potential card)."""
+    """The pair potential of a card (``diffsim fit`` output or any pair-potential card; a
+    species-pair card for mixtures)."""
     from ase_mlmd.calculators.cards import read_card
     from ase_mlmd.calculators.registry import model_from_card
     from ase_mlmd.errors import CardError
     from ase_mlmd.models.pair import PairPotential
+    from ase_mlmd.models.species_pair import SpeciesPairPotential
 
     model = model_from_card(read_card(card))
-    if not isinstance(model, PairPotential):
-        raise CardError(f"{card}: --start needs a pair-potential card, got {type(model).__name__}")
+    if not isinstance(model, PairPotential | SpeciesPairPotential):
+        raise CardError(
+            f"{card}: --start needs a pair-potential or species-pair card, got "
+            f"{type(model).__name__}"
+        )
     return model

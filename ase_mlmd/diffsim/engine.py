@@ -11,6 +11,7 @@ eV·(ASE time)², reduced units in LJ units): Q = 3 N k_B T τ² fixes the engin
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -19,11 +20,11 @@ from ase import units
 
 from ase_mlmd.diffsim.systems import ThermoState, initial_atoms, temperature_kelvin, timestep_fs
 from ase_mlmd.diffsim.targets import RDFTarget
-from ase_mlmd.errors import InvalidStructureError
+from ase_mlmd.errors import DataFormatError, InvalidStructureError
 from ase_mlmd.md.forcefield import ForceField
 from ase_mlmd.md.integrators import Integrator, make_integrator
 from ase_mlmd.md.state import MDState
-from ase_mlmd.models.species_pair import parse_pair
+from ase_mlmd.models.species_pair import PairKey, pair_label, parse_pair
 from ase_mlmd.observables.differentiable import (
     compute_rdf_torch,
     frame_pair_distances,
@@ -71,12 +72,15 @@ class RDFChannel:
         name: label in reports: the state's name, plus ``[A-B]`` for a partial RDF.
         target: the target RDF (its grid is the channel's grid).
         pairs: the atom pairs (i, j) within the system that count (None: all pairs).
+        species: the (Z_a, Z_b) species pair all its atom pairs belong to (a partial RDF, or the
+            RDF of a one-element box); None for the RDF of all pairs of a mixture.
     """
 
     system: int
     name: str
     target: RDFTarget
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+    species: PairKey | None = None
 
 
 class Engine:
@@ -135,18 +139,60 @@ class Engine:
         channels = []
         for b, state in enumerate(self.states):
             targets = state.rdf_targets
+            elements = sorted(set(self.numbers[b].tolist()))
             for target in targets:
                 if target.pair is None:
-                    channels.append(RDFChannel(b, state.name, target))
+                    alone = (elements[0], elements[0]) if len(elements) == 1 else None
+                    channels.append(RDFChannel(b, state.name, target, species=alone))
                     continue
-                pairs = species_pairs(self.numbers[b], *parse_pair(target.pair))
+                species = parse_pair(target.pair)
+                pairs = species_pairs(self.numbers[b], *species)
                 if len(pairs[0]) == 0:
                     raise InvalidStructureError(
                         f"state {state.name}: no {target.pair} pair among {state.n_atoms} atoms; "
                         "use more FCC cells"
                     )
-                channels.append(RDFChannel(b, f"{state.name}[{target.pair}]", target, pairs))
+                channels.append(
+                    RDFChannel(b, f"{state.name}[{target.pair}]", target, pairs, species)
+                )
         return channels
+
+    def channel_terms(self, pairs: Sequence[PairKey] | None, complete: bool = False) -> list[int]:
+        """The potential term that acts on each channel's atom pairs, for a potential with one
+        term per species pair in ``pairs`` (None: one potential for all pairs, term 0).
+
+        Args:
+            complete: also require that each state's channels cover every species pair of its
+                box exactly once (methods that need each frame's energy from the channels'
+                pair distances: Newton, reweighting).
+
+        Raises:
+            DataFormatError: a channel whose pairs are not all of one listed species pair (the
+                RDF of all pairs of a mixture, or a pair the potential lacks); with
+                ``complete``, a state whose targets miss a species pair of its box.
+        """
+        terms = [0] * len(self.channels)
+        if pairs is not None:
+            for k, c in enumerate(self.channels):
+                if c.species not in pairs:
+                    raise DataFormatError(
+                        f"channel {c.name}: its atom pairs are not all of one species pair of "
+                        f"the potential ({[pair_label(p) for p in pairs]}); give the partial RDFs"
+                    )
+                terms[k] = list(pairs).index(c.species)
+        for b, state in enumerate(self.states if complete else []):
+            mine = [c.species for c in self.channels if c.system == b]
+            if mine == [None] and pairs is None:
+                continue  # the RDF of all pairs: complete
+            elements = sorted(set(self.numbers[b].tolist()))
+            present = set(itertools.combinations_with_replacement(elements, 2))
+            if len(mine) != len(set(mine)) or set(mine) != present:
+                raise DataFormatError(
+                    f"state {state.name}: this method needs one target RDF per species pair of "
+                    f"the box ({sorted(pair_label(p) for p in present)}); got "
+                    f"{[c.name for c in self.channels if c.system == b]}"
+                )
+        return terms
 
     @property
     def grids(self) -> list:

@@ -11,7 +11,7 @@ Multi-state fitting: pass several states (different ρ, T, or compositions of a 
 run as one batch with one shared potential, and the loss sums over them. A mixture state
 (``ThermoState(composition=..., partials=[g_AA, g_AB, g_BB])``) is fitted through its partial
 RDFs by a :class:`~ase_mlmd.models.species_pair.SpeciesPairPotential` (one φ per species pair,
-:func:`make_mixture_potential`); BPTT fits mixtures, the other methods one φ for all pairs.
+:func:`make_mixture_potential`) with any of the methods.
 After the fit, a production run of ``config.production_steps`` steps (continuing from the fit's
 last state) gives each state's g(r) (each partial of a mixture) and ``rdf_dev``.
 """
@@ -81,7 +81,8 @@ def check_states(
     states: Sequence[ThermoState], cutoff: float, method: str = "bptt", potential: Any = None
 ) -> None:
     """Every state needs a target whose grid covers the cutoff and a box ≥ 2 cutoff; partial
-    RDFs of mixtures need BPTT and a species-pair potential for every pair of the mixture."""
+    RDFs of mixtures need a species-pair potential with every pair of the mixture (Newton and
+    IBI build one when ``potential`` is None)."""
     if not states:
         raise ValueError("a fit needs at least one state with a target")
     for state in states:
@@ -93,11 +94,8 @@ def check_states(
     mixed = [s.name for s in states if s.partials or s.is_mixture]
     if not mixed:
         return
-    if method != "bptt":
-        raise DataFormatError(
-            f"states {mixed} are mixtures fitted through partial RDFs; method {method!r} fits "
-            "one potential for all pairs. Use --method bptt (one potential per species pair)"
-        )
+    if potential is None and method in ("newton", "ibi"):
+        return  # they start from the Boltzmann inversion of each partial RDF
     if not isinstance(potential, SpeciesPairPotential):
         raise DataFormatError(
             f"states {mixed} are mixtures: fit a SpeciesPairPotential (one potential per "

@@ -27,7 +27,8 @@ from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_dev, rdf_mse
 from ase_mlmd.diffsim.systems import ThermoState
-from ase_mlmd.errors import SimulationUnstableError
+from ase_mlmd.errors import DataFormatError, SimulationUnstableError
+from ase_mlmd.models.species_pair import PairKey, SpeciesPairPotential, pair_label, parse_pair
 from ase_mlmd.models.spline_pair import SplinePair
 
 G_MIN = 1e-3
@@ -58,19 +59,28 @@ def ibi_initial_guess(
 
 
 def boltzmann_inverted_spline(
-    states: Sequence[ThermoState], cutoff: float, r_min: float
+    states: Sequence[ThermoState], cutoff: float, r_min: float, pair: PairKey | None = None
 ) -> tuple[SplinePair, np.ndarray, int]:
     """U₀ = −k_B T ln g* averaged over the states, with the repulsive wall below r_w, as a
     natural spline on knots of the targets' spacing from ``r_min`` to ``cutoff`` (smooth switch
-    from 0.9 r_c). Returns (spline, knots, wall index)."""
-    first = states[0].target
+    from 0.9 r_c). ``pair``: use the partial RDFs of this species pair (a mixture) instead of the
+    states' RDFs. Returns (spline, knots, wall index)."""
+    targets = [
+        (t, s.temperature)
+        for s in states
+        for t in s.rdf_targets
+        if (None if t.pair is None else parse_pair(t.pair)) == pair
+    ]
+    if not targets:
+        raise DataFormatError(f"no target RDF for the species pair {pair}")
+    first = targets[0][0]
     spacing = float(first.r[1] - first.r[0])
     n_knots = int(round((cutoff - r_min) / spacing)) + 1
     knots = np.linspace(r_min, cutoff, n_knots)
-    guesses = [ibi_initial_guess(s.target.r, s.target.g, knots, s.temperature) for s in states]
+    guesses = [ibi_initial_guess(t.r, t.g, knots, kt) for t, kt in targets]
     wall_index = max(w for _, w in guesses)
     values = np.mean([v for v, _ in guesses], axis=0)
-    values = _wall(values, knots, wall_index, float(np.mean([s.temperature for s in states])))
+    values = _wall(values, knots, wall_index, float(np.mean([kt for _, kt in targets])))
     spline = SplinePair(
         r_min, cutoff, n_knots, values=values, cutoff_mode="smooth", r_on=0.9 * cutoff
     )
@@ -106,6 +116,31 @@ def ibi_update(
     return _wall(new, knots, wall_index, kt_mean)
 
 
+def partial_pairs(states: Sequence[ThermoState]) -> list[PairKey] | None:
+    """The sorted species pairs of the states' partial RDFs (a mixture fit: one potential
+    term per pair), or None when every state has one RDF of all pairs."""
+    if not any(s.partials for s in states):
+        return None
+    return sorted({parse_pair(t.pair) for s in states for t in s.partials})
+
+
+def boltzmann_inverted_potential(
+    states: Sequence[ThermoState], cutoff: float, r_min: float
+) -> tuple[SplinePair | SpeciesPairPotential, list[tuple[SplinePair, np.ndarray, int]]]:
+    """U₀ = −k_B T ln g* of the states' RDFs, or of each species pair's partial RDFs (a
+    :class:`SpeciesPairPotential` of splines). Returns (potential, per term (spline, knots,
+    wall index) as :func:`boltzmann_inverted_spline`)."""
+    pairs = partial_pairs(states)
+    if pairs is None:
+        terms = [boltzmann_inverted_spline(states, cutoff, r_min)]
+        return terms[0][0], terms
+    terms = [boltzmann_inverted_spline(states, cutoff, r_min, p) for p in pairs]
+    potential = SpeciesPairPotential(
+        {pair_label(p): t[0] for p, t in zip(pairs, terms, strict=True)}
+    )
+    return potential, terms
+
+
 def fit_ibi(
     states: Sequence[ThermoState],
     config: FitConfig,
@@ -116,6 +151,9 @@ def fit_ibi(
 ) -> FitResult:
     """Iterative Boltzmann Inversion against the states' target RDFs.
 
+    A mixture (states with partial RDFs) gets one spline per species pair, each updated from
+    its partial RDFs g_ab (the classical multi-component IBI).
+
     Args:
         states: state points with targets (one shared potential).
         config: ``ibi_alpha``, ``ibi_iterations``, ``ibi_steps``, ``sample_every``,
@@ -123,20 +161,27 @@ def fit_ibi(
         cutoff: potential cutoff, Å. r_min: first knot, Å.
 
     Returns:
-        :class:`FitResult` whose potential is a :class:`SplinePair`.
+        :class:`FitResult` whose potential is a :class:`SplinePair` (for mixtures a
+        :class:`SpeciesPairPotential` of them).
     """
     from tqdm.auto import tqdm
 
-    spline, knots, wall_index = boltzmann_inverted_spline(states, cutoff, r_min)
-    values = spline.values.numpy().copy()
-    kts = [s.temperature for s in states]
-    engine = Engine(spline, states, config.engine)
+    potential, splines = boltzmann_inverted_potential(states, cutoff, r_min)
+    values = [spline.values.numpy().copy() for spline, _, _ in splines]
+    engine = Engine(potential, states, config.engine)
+    terms = engine.channel_terms(partial_pairs(states))
     started = time.perf_counter()
     messages: list[str] = []
     state = engine.run(engine.initial_state(), config.engine.equilibration)
     good_state = state
     history: list[dict[str, float]] = []
-    best = (np.inf, values.copy())
+    best = (np.inf, [v.copy() for v in values])
+
+    def set_values(new: list[np.ndarray]) -> None:
+        with torch.no_grad():
+            for (spline, _, _), v in zip(splines, new, strict=True):
+                spline.values.copy_(torch.as_tensor(v))
+
     for iteration in tqdm(range(1, config.ibi_iterations + 1), desc="ibi", disable=not progress):
         state, gs, _ = engine.sample_rdf(state, config.ibi_steps, config.sample_every)
         reason = engine.instability(state)
@@ -148,34 +193,33 @@ def fit_ibi(
             log(messages[-1])
             break
         good_state = state
-        g_np = [g.numpy() for g in gs]
-        mse = float(sum(rdf_mse(g, s.target.g_tensor()) for g, s in zip(gs, states, strict=True)))
-        devs = [rdf_dev(g, s.target.g) for g, s in zip(g_np, states, strict=True)]
-        row = {"epoch": iteration, "loss": 0.95 * mse, "time": time.perf_counter() - started}
-        for s, dev in zip(states, devs, strict=True):
-            row[f"rdf_dev[{s.name}]"] = dev
+        row = {"epoch": iteration, "time": time.perf_counter() - started}
+        mse = 0.0
+        for c, g in zip(engine.channels, gs, strict=True):
+            mse += float(rdf_mse(g, c.target.g_tensor()))
+            row[f"rdf_dev[{c.name}]"] = rdf_dev(g.numpy(), c.target.g)
+        row["loss"] = 0.95 * mse
         history.append(row)
         if mse < best[0]:
-            best = (mse, values.copy())
-        values = ibi_update(
-            values,
-            knots,
-            wall_index,
-            [(s.target.r, g, s.target.g, kt) for s, g, kt in zip(states, g_np, kts, strict=True)],
-            config.ibi_alpha,
-        )
-        with torch.no_grad():
-            spline.values.copy_(torch.as_tensor(values))
+            best = (mse, [v.copy() for v in values])
+        for k, (_, knots, wall_index) in enumerate(splines):
+            mine = [
+                (c.target.r, g.numpy(), c.target.g, engine.states[c.system].temperature)
+                for c, g, term in zip(engine.channels, gs, terms, strict=True)
+                if term == k
+            ]
+            if mine:
+                values[k] = ibi_update(values[k], knots, wall_index, mine, config.ibi_alpha)
+        set_values(values)
         state = engine.run(engine.reinit(state), config.rw_equilibration)
         if config.time_limit is not None and row["time"] > config.time_limit:
             messages.append(f"stopped at iteration {iteration}: time limit {config.time_limit} s")
             break
-    with torch.no_grad():
-        spline.values.copy_(torch.as_tensor(best[1]))
+    set_values(best[1])
     messages.append(
         f"kept the iterate with the lowest RDF error ({len(history)} iterations, "
         f"alpha = {config.ibi_alpha})"
     )
     return FitResult.of_channels(
-        "ibi", spline, history, engine.channels, started, messages, good_state
+        "ibi", potential, history, engine.channels, started, messages, good_state
     )

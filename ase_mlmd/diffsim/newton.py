@@ -17,13 +17,22 @@ This method uses the same formula for the whole Jacobian and solves for the step
   ⟨g⟩ and J = ∂⟨g⟩/∂c = −β (⟨g A⟩ − ⟨g⟩⟨A⟩) without storing frames;
 * the step solves min |J Δc − (g* − ⟨g⟩)|² + λ |D₂ Δc|² over all states stacked (D₂: second
   differences of the knot values, λ = ``newton_regularization``), scaled by ``newton_damping``
-  and, where a knot would move by more than ``newton_max_step`` k_B T, shrunk to that (a trust
-  region: the linearization holds for small changes, and a Jacobian from few frames is noisy);
+  and, where a sampled knot would move by more than ``newton_max_step`` k_B T, shrunk to that (a
+  trust region: the linearization holds for small changes, and a Jacobian from few frames is
+  noisy);
 * the iterate with the lowest sampled RDF error is kept; a run that explodes restores the last
   good knots and halves the damping.
 
+Mixtures (states whose targets are partial RDFs g_ab) get one correction per species pair: U₀ is
+a :class:`~ase_mlmd.models.species_pair.SpeciesPairPotential`, c stacks the knots of all pairs,
+A_f has one block per pair (the pairs of that species pair in frame f), and each state's rows of
+J are all its partial RDFs, so every g_ab is coupled to every ΔU_cd (a state must give the
+partial RDF of every species pair of its box). The trust region is measured on the knots at or
+beyond the first r where a target of that pair has g ≥ 10⁻³; knots inside the core (no pair
+there) only follow the smoothness penalty.
+
 The result is a Hermite :class:`~ase_mlmd.models.spline_pair.SplinePair` (card backend
-``spline-pair``).
+``spline-pair``), for mixtures a species-pair potential of them (backend ``species-pair``).
 """
 
 from __future__ import annotations
@@ -36,12 +45,14 @@ import torch
 
 from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
-from ase_mlmd.diffsim.ibi import boltzmann_inverted_spline
+from ase_mlmd.diffsim.ibi import G_MIN, boltzmann_inverted_potential
 from ase_mlmd.diffsim.losses import rdf_dev, rdf_mse
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
+from ase_mlmd.diffsim.targets import RDFTarget
 from ase_mlmd.errors import SimulationUnstableError
 from ase_mlmd.models.pair import PairPotential
+from ase_mlmd.models.species_pair import PairKey, SpeciesPairPotential, pair_label, parse_pair
 from ase_mlmd.models.spline_pair import (
     SplinePair,
     hermite_energy_basis,
@@ -119,6 +130,22 @@ class Moments:
         return g, -beta * (self.ga / self.n - torch.outer(g, a))
 
 
+def _normal_equations(
+    jacobians: Sequence[torch.Tensor],
+    residuals: Sequence[torch.Tensor],
+    smoothness: torch.Tensor,
+    regularization: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_s J_sᵀ J_s + λ DᵀD + 1e-10 I, Σ_s J_sᵀ r_s)."""
+    n = jacobians[0].shape[1]
+    lhs = regularization * (smoothness.T @ smoothness) + 1e-10 * torch.eye(n, dtype=torch.float64)
+    rhs = torch.zeros(n, dtype=torch.float64)
+    for jac, res in zip(jacobians, residuals, strict=True):
+        lhs = lhs + jac.T @ jac
+        rhs = rhs + jac.T @ res
+    return lhs, rhs
+
+
 def newton_step(
     jacobians: Sequence[torch.Tensor],
     residuals: Sequence[torch.Tensor],
@@ -126,28 +153,211 @@ def newton_step(
     regularization: float,
 ) -> torch.Tensor:
     """argmin_Δ Σ_s |J_s Δ − r_s|² + λ |D Δ|² (a tiny ridge keeps it well posed)."""
-    n = jacobians[0].shape[1]
-    lhs = regularization * (smoothness.T @ smoothness) + 1e-10 * torch.eye(n, dtype=torch.float64)
-    rhs = torch.zeros(n, dtype=torch.float64)
-    for jac, res in zip(jacobians, residuals, strict=True):
-        lhs = lhs + jac.T @ jac
-        rhs = rhs + jac.T @ res
+    lhs, rhs = _normal_equations(jacobians, residuals, smoothness, regularization)
     return torch.linalg.solve(lhs, rhs)
+
+
+def trust_region_step(
+    jacobians: Sequence[torch.Tensor],
+    residuals: Sequence[torch.Tensor],
+    smoothness: torch.Tensor,
+    regularization: float,
+    max_step: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The regularized Gauss–Newton step if no knot in ``mask`` moves by more than
+    ``max_step``; otherwise the Levenberg–Marquardt step argmin Σ|J Δ − r|² + λ|DΔ|² + μ|Δ|²
+    with μ found (bisection in log μ) so that the largest masked move is ``max_step``.
+
+    Unlike scaling the Gauss–Newton step down as a whole, the ridge μ shrinks the directions
+    the RDFs barely determine (a knot deep in the wall where g ≈ 0 that the step would move by
+    tens of k_B T) far more than the well-determined ones, so one badly determined knot does not
+    stall the fit.
+    """
+    lhs, rhs = _normal_equations(jacobians, residuals, smoothness, regularization)
+    mask = torch.ones_like(rhs, dtype=torch.bool) if mask is None else mask
+    w, v = torch.linalg.eigh(lhs)
+    projected = v.T @ rhs
+
+    def step(mu: float) -> torch.Tensor:
+        return v @ (projected / (w + mu))
+
+    delta = step(0.0)
+    if float(delta[mask].abs().max()) <= max_step:
+        return delta
+    scale = float(torch.diagonal(lhs).mean())
+    lo, hi = -12.0, 12.0  # log10(μ / mean diagonal)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if float(step(scale * 10.0**mid)[mask].abs().max()) > max_step:
+            lo = mid
+        else:
+            hi = mid
+    delta = step(scale * 10.0**hi)
+    size = float(delta[mask].abs().max())
+    return delta * min(1.0, max_step / size) if size > 0 else delta
+
+
+class CorrectedTable:
+    """U₀ + ΔU of one species pair (or of all pairs): the fine Hermite table the engine runs,
+    U₀'s exact table, and the correction ΔU.
+
+    Args:
+        base: U₀. target: an RDF of this pair (its first r is ΔU's first knot).
+        knot_bins: ΔU's knot spacing in target bins.
+    """
+
+    def __init__(self, base: PairPotential, target: RDFTarget, knot_bins: int) -> None:
+        self.table = spline_from_potential(base, TABLE_R_MIN, TABLE_KNOTS)
+        self.base_values = self.table.values.clone()
+        self.base_derivatives = self.table.derivatives.clone()
+        self.correction = Correction(
+            float(target.r[0]), float(base.cutoff), knot_bins * float(target.r[1] - target.r[0])
+        )
+
+    def apply(self, values: torch.Tensor) -> None:
+        """Make ``values`` the correction's knots and U₀ + ΔU the table."""
+        self.correction.values = values
+        with torch.enable_grad():
+            r = self.table.knots.clone().requires_grad_(True)
+            du = self.correction(r, values)
+            (ddu,) = torch.autograd.grad(du.sum(), r)
+        with torch.no_grad():
+            self.table.values.copy_(self.base_values + du.detach())
+            self.table.derivatives.copy_(self.base_derivatives + ddu)
+
+    def result(self) -> SplinePair:
+        """A detached copy of the current table."""
+        t = self.table
+        return SplinePair(
+            TABLE_R_MIN,
+            float(t.cutoff),
+            TABLE_KNOTS,
+            t.values.detach().clone(),
+            t.derivatives.detach().clone(),
+            species=t.species,
+        )
+
+
+class Corrections:
+    """The corrections of all species pairs as one parameter vector (each pair's free knots in
+    the order of the pairs) and the map from the engine's RDF channels to them.
+
+    Args:
+        base: U₀: one pair potential for all pairs, or a :class:`SpeciesPairPotential`.
+        states: the fit's states (for the default U₀ and the channels' targets).
+        knot_bins: knot spacing of each ΔU in target bins.
+
+    Attributes:
+        pairs: the (Z_a, Z_b) key of each term (None: one potential for all pairs).
+        terms: one :class:`CorrectedTable` per pair.
+        model: what the engine runs (the table, or a species-pair potential of the tables).
+    """
+
+    def __init__(
+        self,
+        base: PairPotential | SpeciesPairPotential,
+        states: Sequence[ThermoState],
+        knot_bins: int,
+    ) -> None:
+        channels = [t for s in states for t in s.rdf_targets]
+        if isinstance(base, SpeciesPairPotential):
+            self.pairs: list[PairKey | None] = list(base.pairs)
+            bases = list(base.potentials)
+            mine = [
+                [t for t in channels if t.pair and parse_pair(t.pair) == pair] or channels
+                for pair in base.pairs
+            ]
+        else:
+            self.pairs, bases, mine = [None], [base], [channels]
+        self.terms = [
+            CorrectedTable(b, ts[0], knot_bins) for b, ts in zip(bases, mine, strict=True)
+        ]
+        # knots that sampled pairs reach: from one spacing below the first r where a target
+        # of the pair has g ≥ G_MIN (the trust region is measured there)
+        sampled = []
+        for term, ts in zip(self.terms, mine, strict=True):
+            r_w = min(float(t.r[np.argmax(t.g >= G_MIN)]) for t in ts)
+            c = term.correction
+            knots = c.r_min + c.spacing * np.arange(c.n_free)
+            sampled.append(torch.as_tensor(knots >= r_w - c.spacing))
+        self.sampled = torch.cat(sampled)
+        self.model = (
+            self.terms[0].table
+            if self.pairs == [None]
+            else SpeciesPairPotential(
+                {pair_label(p): t.table for p, t in zip(self.pairs, self.terms, strict=True)}
+            )
+        )
+        sizes = [t.correction.n_free for t in self.terms]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self.values = torch.zeros(self.offsets[-1], dtype=torch.float64)
+
+    @property
+    def n_free(self) -> int:
+        return self.offsets[-1]
+
+    def block(self, k: int) -> slice:
+        """The slice of term ``k`` in the parameter vector."""
+        return slice(self.offsets[k], self.offsets[k + 1])
+
+    def apply(self, values: torch.Tensor) -> None:
+        """Set all corrections from the parameter vector (last knot of each fixed at 0)."""
+        self.values = values.clone()
+        for k, term in enumerate(self.terms):
+            free = values[self.block(k)]
+            term.apply(torch.cat([free, free.new_zeros(1)]))
+
+    def smoothness(self) -> torch.Tensor:
+        """Block-diagonal second differences of every term's knot values."""
+        return torch.block_diag(*(t.correction.smoothness() for t in self.terms))
+
+    def channel_terms(self, engine: Engine) -> list[int]:
+        """The term that acts on each channel's atom pairs (every species pair of each box
+        needs its channel: a frame's energy derivative comes from the channels' pairs)."""
+        return engine.channel_terms(None if self.pairs == [None] else self.pairs, complete=True)
+
+    def frame_gradients(self, data, engine: Engine, terms: Sequence[int], n: int):
+        """Per state, (⟨g⟩ rows (n, bins of its channels), A (n, n_free) = ∂U_frame/∂c) from
+        the engine's :meth:`~Engine.frame_data` of ``n`` frames."""
+        out = []
+        for b in range(len(engine.states)):
+            gs, a = [], torch.zeros(n, self.n_free, dtype=torch.float64)
+            for c, term, (g, d, frame) in zip(engine.channels, terms, data, strict=True):
+                if c.system == b:
+                    gs.append(g)
+                    a[:, self.block(term)] += self.terms[term].correction.frame_gradients(
+                        d, frame, n
+                    )
+            out.append((torch.cat(gs, dim=1), a))
+        return out
+
+    def result(self) -> SplinePair | SpeciesPairPotential:
+        """The fitted potential: a SplinePair, or a species-pair potential of them."""
+        if self.pairs == [None]:
+            return self.terms[0].result()
+        return SpeciesPairPotential(
+            {pair_label(p): t.result() for p, t in zip(self.pairs, self.terms, strict=True)}
+        )
 
 
 def fit_newton(
     states: Sequence[ThermoState],
     config: FitConfig,
-    potential: PairPotential | None = None,
+    potential: PairPotential | SpeciesPairPotential | None = None,
     cutoff: float = 2.5,
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> FitResult:
     """Fit U = U₀ + ΔU to the states' target RDFs by regularized Gauss–Newton steps.
 
+    Mixtures (states with partial RDFs) fit one ΔU per species pair: U₀ is then a
+    :class:`SpeciesPairPotential`, and the Jacobian couples every partial RDF to every ΔU.
+
     Args:
         states: state points with targets (one shared potential).
-        potential: U₀ (e.g. a fitted potential to refine); None: −k_B T ln g* with a wall.
+        potential: U₀ (e.g. a fitted potential to refine); None: −k_B T ln g* with a wall
+            (per species pair for partial RDFs).
         config: ``newton_iterations``, ``newton_frames`` (frames per iteration, one every
             ``sample_every`` steps), ``newton_knot_bins``, ``newton_regularization``,
             ``newton_damping``, ``newton_max_step``, ``rw_equilibration`` (steps after each
@@ -155,40 +365,31 @@ def fit_newton(
         cutoff: cutoff of the default U₀, Å (a given potential keeps its own).
 
     Returns:
-        :class:`FitResult` whose potential is a Hermite :class:`SplinePair` (the best iterate).
+        :class:`FitResult` whose potential is a Hermite :class:`SplinePair` (a
+        :class:`SpeciesPairPotential` of them for mixtures; the best iterate).
     """
     from tqdm.auto import tqdm
 
     base = (
         potential
         if potential is not None
-        else boltzmann_inverted_spline(states, cutoff, TABLE_R_MIN)[0]
+        else boltzmann_inverted_potential(states, cutoff, TABLE_R_MIN)[0]
     )
     cutoff = float(base.cutoff)
-    table = spline_from_potential(base, TABLE_R_MIN, TABLE_KNOTS)
-    base_values, base_derivatives = table.values.clone(), table.derivatives.clone()
-    first = states[0].target
-    correction = Correction(
-        float(first.r[0]), cutoff, config.newton_knot_bins * float(first.r[1] - first.r[0])
-    )
-    fine_r = table.knots
-
-    def apply(values: torch.Tensor) -> None:
-        """Make ``values`` the correction's knots and U₀ + ΔU the engine's table."""
-        correction.values = values
-        with torch.enable_grad():
-            r = fine_r.clone().requires_grad_(True)
-            du = correction(r, values)
-            (ddu,) = torch.autograd.grad(du.sum(), r)
-        with torch.no_grad():
-            table.values.copy_(base_values + du.detach())
-            table.derivatives.copy_(base_derivatives + ddu)
-
-    engine = Engine(table, states, config.engine)
-    targets = [s.target.g_tensor() for s in states]
+    corrections = Corrections(base, states, config.newton_knot_bins)
+    engine = Engine(corrections.model, states, config.engine)
+    terms = corrections.channel_terms(engine)
+    targets = [
+        torch.cat([c.target.g_tensor() for c in engine.channels if c.system == b])
+        for b in range(len(states))
+    ]
+    rows, filled = [], [0] * len(states)  # each channel's bins within its state's rows
+    for c in engine.channels:
+        rows.append(slice(filled[c.system], filled[c.system] + len(c.target.r)))
+        filled[c.system] = rows[-1].stop
     betas = [1.0 / s.temperature for s in states]
     kt_mean = float(np.mean([s.temperature for s in states]))
-    smoothness = correction.smoothness()
+    smoothness = corrections.smoothness()
     started = time.perf_counter()
     messages: list[str] = []
 
@@ -200,87 +401,76 @@ def fit_newton(
     reason = engine.instability(state)
     if reason is not None:
         raise SimulationUnstableError(f"the starting potential is unstable: {reason}")
-    good = (correction.values.clone(), state)
-    best = (float("inf"), correction.values.clone())
+    good = (corrections.values.clone(), state)
+    best = (float("inf"), corrections.values.clone())
     damping = config.newton_damping
     max_step = config.newton_max_step * kt_mean  # trust region per iteration, eV
     history: list[dict[str, float]] = []
+
+    def reduce(n: int, data) -> None:
+        frames = corrections.frame_gradients(data, engine, terms, n)
+        for (g, a), m in zip(frames, moments, strict=True):
+            m.add(g, a)
+
     bar = tqdm(range(1, config.newton_iterations + 1), desc="newton", disable=not progress)
     for iteration in bar:
-        moments = [Moments(len(t), correction.n_free) for t in targets]
-        state, ok = _sample(engine, state, config, correction, cutoff, moments)
+        moments = [Moments(len(t), corrections.n_free) for t in targets]
+        state, ok = engine.sample_frame_data(
+            state,
+            config.newton_frames,
+            config.sample_every,
+            cutoff,
+            reduce,
+            CHUNK,
+            stop_when_unstable=True,
+        )
         if not ok:
             damping *= 0.5
             note(
                 f"iteration {iteration}: the simulation exploded; restored the last good "
                 f"potential and halved the step to {damping:g}"
             )
-            apply(good[0].clone())
+            corrections.apply(good[0])
             state = engine.reinit(good[1])
             continue
-        good = (correction.values.clone(), state)
+        good = (corrections.values.clone(), state)
         stats = [m.mean_and_jacobian(beta) for m, beta in zip(moments, betas, strict=True)]
         residuals = [t - g for t, (g, _) in zip(targets, stats, strict=True)]
-        mse = float(sum(rdf_mse(g, t) for (g, _), t in zip(stats, targets, strict=True)))
-        row = {"epoch": iteration, "loss": 0.95 * mse, "time": time.perf_counter() - started}
-        for s, (g, _) in zip(states, stats, strict=True):
-            row[f"rdf_dev[{s.name}]"] = rdf_dev(g, s.target.g)
+        row = {"epoch": iteration, "time": time.perf_counter() - started}
+        mse = 0.0
+        for c, bins in zip(engine.channels, rows, strict=True):
+            g = stats[c.system][0][bins]
+            mse += float(rdf_mse(g, c.target.g_tensor()))
+            row[f"rdf_dev[{c.name}]"] = rdf_dev(g, c.target.g)
+        row["loss"] = 0.95 * mse
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.2e}")
         if mse < best[0]:
-            best = (mse, correction.values.clone())
+            best = (mse, corrections.values.clone())
         if iteration == config.newton_iterations:
             break
         jacobians = [j for _, j in stats]
-        delta = newton_step(jacobians, residuals, smoothness, config.newton_regularization)
-        # trust region: no knot moves by more than newton_max_step k_B T in one iteration
-        size = float(delta.abs().max())
-        scale = damping * min(1.0, max_step / size) if size > 0 else 0.0
-        row["step_max"] = scale * size
-        apply(correction.values + scale * torch.cat([delta, delta.new_zeros(1)]))
+        # trust region: no knot that pairs reach moves by more than newton_max_step k_B T in
+        # one iteration (the core knots only follow the smoothness penalty)
+        delta = damping * trust_region_step(
+            jacobians,
+            residuals,
+            smoothness,
+            config.newton_regularization,
+            max_step,
+            corrections.sampled,
+        )
+        row["step_max"] = float(delta[corrections.sampled].abs().max())
+        corrections.apply(corrections.values + delta)
         state = engine.run(engine.reinit(state), config.rw_equilibration)
         if config.time_limit is not None and row["time"] > config.time_limit:
             messages.append(f"stopped at iteration {iteration}: time limit {config.time_limit} s")
             break
-    apply(best[1])
+    corrections.apply(best[1])
     messages.append(
         f"kept the iterate with the lowest sampled RDF error ({len(history)} iterations, "
         f"{config.newton_frames} frames each, λ = {config.newton_regularization:g})"
     )
-    final = SplinePair(
-        TABLE_R_MIN,
-        cutoff,
-        TABLE_KNOTS,
-        table.values.detach().clone(),
-        table.derivatives.detach().clone(),
-        species=base.species,
-    )
     return FitResult.of_channels(
-        "newton", final, history, engine.channels, started, messages, good[1]
-    )
-
-
-def _sample(
-    engine: Engine,
-    state,
-    config: FitConfig,
-    correction: Correction,
-    cutoff: float,
-    moments: Sequence[Moments],
-):
-    """Run ``newton_frames × sample_every`` steps, adding each state's frames to its moments;
-    returns (state, False) as soon as the run explodes."""
-
-    def reduce(n: int, data) -> None:
-        for (g, d, frame), m in zip(data, moments, strict=True):
-            m.add(g, correction.frame_gradients(d, frame, n))
-
-    return engine.sample_frame_data(
-        state,
-        config.newton_frames,
-        config.sample_every,
-        cutoff,
-        reduce,
-        CHUNK,
-        stop_when_unstable=True,
+        "newton", corrections.result(), history, engine.channels, started, messages, good[1]
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ase_mlmd.diffsim.config import FitConfig, FitResult
@@ -25,9 +26,10 @@ from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_mse
 from ase_mlmd.diffsim.recovery import finite_gradients, start_gradient_fit
 from ase_mlmd.diffsim.systems import ThermoState
-from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable
+from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable, SpeciesPairTable, make_table
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.pair import PairPotential
+from ase_mlmd.models.species_pair import SpeciesPairPotential
 from ase_mlmd.models.spline_pair import hermite_energy_basis
 
 
@@ -57,8 +59,9 @@ def reweighted_average(
 
 
 class StoredFrames:
-    """Frames of one state from a reference run: RDFs (n, nbins), energy bases (n, 2K) and the
-    reference energies (n,)."""
+    """Frames of one state from a reference run: RDFs (n, bins) — the state's channels side by
+    side (each partial RDF of a mixture) — energy bases (n, Σ 2K) over the tables of all
+    potential terms, and the reference energies (n,)."""
 
     def __init__(self, rdfs: torch.Tensor, bases: torch.Tensor, reference: torch.Tensor) -> None:
         self.rdfs = rdfs
@@ -66,13 +69,24 @@ class StoredFrames:
         self.reference = reference
 
     def energies(self, table: torch.Tensor) -> torch.Tensor:
-        """(n,) U_θ of the frames for the table (2K,) = concat(values, derivatives)."""
+        """(n,) U_θ of the frames for the table (Σ 2K,): concat(values, derivatives) of each
+        term (one for a single pair potential, one per species pair of a mixture)."""
         return self.bases @ table
+
+
+def table_terms(table: PairTable | SpeciesPairTable) -> list[PairTable]:
+    """The tables of the potential terms (one, or one per species pair)."""
+    return list(table.tables) if isinstance(table, SpeciesPairTable) else [table]
+
+
+def table_vector(table: PairTable | SpeciesPairTable) -> torch.Tensor:
+    """θ: concat(values, derivatives) of every term's table (with their graph, if any)."""
+    return torch.cat([torch.cat([t.values, t.derivatives]) for t in table_terms(table)])
 
 
 def sample_frames(
     engine: Engine,
-    table: PairTable,
+    table: PairTable | SpeciesPairTable,
     state: MDState,
     n_frames: int,
     every: int,
@@ -81,21 +95,33 @@ def sample_frames(
     """Run ``n_frames × every`` steps without a graph and store each state's frames.
 
     Frames are reduced to (RDF, energy basis) in groups of ``chunk`` as the run goes, so memory
-    does not depend on the number of steps (and only weakly on ``n_frames``).
+    does not depend on the number of steps (and only weakly on ``n_frames``). A mixture's
+    states need the partial RDF of every species pair of their box (each frame's energy is
+    summed from the channels' pairs).
     """
-    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in engine.channels]
-    theta = torch.cat([table.values, table.derivatives]).detach()
+    tables = table_terms(table)
+    pairs = table.potential.pairs if isinstance(table, SpeciesPairTable) else None
+    terms = engine.channel_terms(pairs, complete=True)
+    sizes = [2 * t.n_knots for t in tables]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in engine.states]
+    theta = table_vector(table).detach()
 
     def reduce(n: int, data) -> None:
-        for part, (rdfs, d, frame) in zip(parts, data, strict=True):
-            bases = hermite_energy_basis(
-                d, table.r_min, table.spline.spacing, table.n_knots, frame, n
-            )
-            part.append((rdfs, bases))
+        for b, part in enumerate(parts):
+            rdfs, bases = [], theta.new_zeros(n, offsets[-1])
+            for c, k, (g, d, frame) in zip(engine.channels, terms, data, strict=True):
+                if c.system != b:
+                    continue
+                t = tables[k]
+                rdfs.append(g)
+                bases[:, offsets[k] : offsets[k + 1]] += hermite_energy_basis(
+                    d, t.r_min, t.spline.spacing, t.n_knots, frame, n
+                )
+            part.append((torch.cat(rdfs, dim=1), bases))
 
-    state, _ = engine.sample_frame_data(
-        state, n_frames, every, table.potential.cutoff, reduce, chunk
-    )
+    cutoff = table.potential.cutoff
+    state, _ = engine.sample_frame_data(state, n_frames, every, cutoff, reduce, chunk)
     stored = []
     for chunks in parts:
         rdfs = torch.cat([c[0] for c in chunks])
@@ -105,7 +131,7 @@ def sample_frames(
 
 
 def fit_reweighting(
-    potential: PairPotential,
+    potential: PairPotential | SpeciesPairPotential,
     states: Sequence[ThermoState],
     config: FitConfig,
     log: Callable[[str], None] = print,
@@ -113,15 +139,23 @@ def fit_reweighting(
 ) -> FitResult:
     """Fit ``potential`` (in place) to the states' target RDFs by reweighting stored frames.
 
+    A :class:`SpeciesPairPotential` fits the partial RDFs of mixture states: each frame's
+    energy sums every species pair's table, so the weights of a state couple all its partial
+    RDFs to all pair potentials.
+
     Raises:
         SimulationUnstableError: the initial potential explodes, or the fit exploded
             ``config.max_failures`` times in a row.
     """
     from tqdm.auto import tqdm
 
-    table = PairTable(potential, TABLE_R_MIN, config.table_spacing)
+    table = make_table(potential, TABLE_R_MIN, config.table_spacing)
     engine = Engine(table.spline, states, config.engine)
-    targets = [s.target.g_tensor() for s in states]
+    # each channel's bins within its state's RDF rows (a mixture state: its partial RDFs)
+    rows, filled = [], [0] * len(states)
+    for c in engine.channels:
+        rows.append(slice(filled[c.system], filled[c.system] + len(c.target.r)))
+        filled[c.system] = rows[-1].stop
     betas = [1.0 / s.temperature for s in states]
     start = start_gradient_fit(potential, table, engine, config, log)
     optimizer, guard, state = start.optimizer, start.guard, start.state
@@ -144,16 +178,19 @@ def fit_reweighting(
         inner = 0
         while True:
             table.refresh(with_graph=True)
-            theta = torch.cat([table.values, table.derivatives])
+            theta = table_vector(table)
             loss = theta.new_zeros(())
             ess_min = float("inf")
-            parts = []
-            for frames, beta, target in zip(stored, betas, targets, strict=True):
+            averages = []
+            for frames, beta in zip(stored, betas, strict=True):
                 g, ess = reweighted_average(
                     frames.rdfs, frames.energies(theta), frames.reference, beta
                 )
+                averages.append(g)
                 ess_min = min(ess_min, float(ess) / frames.rdfs.shape[0])
-                part = rdf_mse(g, target)
+            parts = []
+            for c, bins in zip(engine.channels, rows, strict=True):
+                part = rdf_mse(averages[c.system][bins], c.target.g_tensor())
                 parts.append(float(part.detach()))
                 loss = loss + config.weights.rdf * part
             if inner > 0 and ess_min < config.ess_threshold:
@@ -179,8 +216,8 @@ def fit_reweighting(
                 "ess": ess_min,
                 "simulations": simulations,
             }
-            for s, part in zip(states, parts, strict=True):
-                row[f"rdf_mse[{s.name}]"] = part
+            for c, part in zip(engine.channels, parts, strict=True):
+                row[f"rdf_mse[{c.name}]"] = part
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.2e}", ess=f"{ess_min:.2f}", lr=f"{lr:.1e}")

@@ -15,7 +15,13 @@ from conftest import shared_file
 from ase_mlmd import load_calculator
 from ase_mlmd.diffsim.config import FitConfig
 from ase_mlmd.diffsim.engine import EngineConfig
-from ase_mlmd.diffsim.newton import Correction, Moments, fit_newton, newton_step
+from ase_mlmd.diffsim.newton import (
+    Correction,
+    Moments,
+    fit_newton,
+    newton_step,
+    trust_region_step,
+)
 from ase_mlmd.diffsim.reweighting import reweighted_average
 from ase_mlmd.diffsim.systems import ThermoState, fcc_box
 from ase_mlmd.models.pair import LennardJones
@@ -101,6 +107,31 @@ def test_newton_step_solves_the_least_squares_problem():
     assert float((smooth @ damped).norm()) < 0.2 * float((smooth @ free).norm())
 
 
+def test_trust_region_step_damps_the_badly_determined_knots_first():
+    """Within the trust region the step is the Gauss–Newton step; beyond it, the largest
+    masked move equals the bound, and a knot the data barely determine (a tiny Jacobian column,
+    like a knot deep in the wall) is damped instead of shrinking the whole step: the predicted
+    residual stays far below that of the uniformly scaled Gauss–Newton step."""
+    gen = torch.Generator().manual_seed(3)
+    jac = torch.randn(60, 12, dtype=torch.float64, generator=gen)
+    smooth = Correction(0.0, 1.2, 0.1).smoothness()
+    mask = torch.ones(12, dtype=torch.bool)
+    small = 0.2 * torch.cos(torch.linspace(0, 2, 12, dtype=torch.float64))
+    within = trust_region_step([jac], [jac @ small], smooth, 0.0, 1.0, mask)
+    np.testing.assert_allclose(within.numpy(), small.numpy(), atol=1e-7)
+    jac[:, 0] *= 1e-3  # knot 0: barely determined
+    wanted = small.clone()
+    wanted[0] = 50.0
+    residual = jac @ wanted + 0.01 * torch.randn(60, dtype=torch.float64, generator=gen)
+    step = trust_region_step([jac], [residual], smooth, 1e-6, 0.5, mask)
+    assert float(step.abs().max()) == pytest.approx(0.5, rel=1e-6)
+    full = newton_step([jac], [residual], smooth, 1e-6)
+    uniform = full * 0.5 / float(full.abs().max())
+    lm_error = float((residual - jac @ step).norm())
+    uniform_error = float((residual - jac @ uniform).norm())
+    assert lm_error < 0.3 * uniform_error, (lm_error, uniform_error)
+
+
 @pytest.fixture(scope="module")
 def lj_state() -> ThermoState:
     """108 LJ atoms at ρ = 0.7, T = 1 (a liquid for every σ used here) with a target simulated
@@ -111,11 +142,13 @@ def lj_state() -> ThermoState:
 
 
 def test_short_newton_fit_moves_a_wrong_potential_toward_the_truth(lj_state):
+    """σ = 1.02 → 1: three iterations of 100 frames (with fewer, e.g. 40, the Jacobian of a
+    108-atom box is mostly noise and the steps do not help)."""
     start = LennardJones(1.0, 1.02, cutoff=2.5)
     config = FitConfig(
         method="newton",
         newton_iterations=3,
-        newton_frames=40,
+        newton_frames=100,
         sample_every=5,
         rw_equilibration=50,
         engine=ENGINE,
