@@ -195,6 +195,16 @@ class Engine:
         return terms
 
     @property
+    def channel_rows(self) -> list[slice]:
+        """Each channel's bins within its state's RDF rows, the state's channels side by side
+        (a mixture state: its partial RDFs), as methods that work per state lay them out."""
+        rows, filled = [], [0] * len(self.states)
+        for c in self.channels:
+            rows.append(slice(filled[c.system], filled[c.system] + len(c.target.r)))
+            filled[c.system] = rows[-1].stop
+        return rows
+
+    @property
     def grids(self) -> list:
         """The RDF grid of each channel."""
         return [c.target.grid for c in self.channels]

@@ -383,10 +383,7 @@ def fit_newton(
         torch.cat([c.target.g_tensor() for c in engine.channels if c.system == b])
         for b in range(len(states))
     ]
-    rows, filled = [], [0] * len(states)  # each channel's bins within its state's rows
-    for c in engine.channels:
-        rows.append(slice(filled[c.system], filled[c.system] + len(c.target.r)))
-        filled[c.system] = rows[-1].stop
+    rows = engine.channel_rows
     betas = [1.0 / s.temperature for s in states]
     kt_mean = float(np.mean([s.temperature for s in states]))
     smoothness = corrections.smoothness()

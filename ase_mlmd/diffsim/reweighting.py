@@ -151,11 +151,7 @@ def fit_reweighting(
 
     table = make_table(potential, TABLE_R_MIN, config.table_spacing)
     engine = Engine(table.spline, states, config.engine)
-    # each channel's bins within its state's RDF rows (a mixture state: its partial RDFs)
-    rows, filled = [], [0] * len(states)
-    for c in engine.channels:
-        rows.append(slice(filled[c.system], filled[c.system] + len(c.target.r)))
-        filled[c.system] = rows[-1].stop
+    rows = engine.channel_rows
     betas = [1.0 / s.temperature for s in states]
     start = start_gradient_fit(potential, table, engine, config, log)
     optimizer, guard, state = start.optimizer, start.guard, start.state

@@ -60,6 +60,16 @@ def simulated_mixture_states() -> list[ThermoState]:
     return states
 
 
+def target_arguments(states: list[ThermoState], folder) -> list[str]:
+    """Write each state's partial RDFs as a target file; the ``--target`` CLI arguments."""
+    arguments = []
+    for k, state in enumerate(states):
+        path = folder / f"mix{k}.csv"
+        write_partial_rdf_csv(path, state.partials, state.composition, 0.75, 1.2)
+        arguments += ["--target", str(path)]
+    return arguments
+
+
 @pytest.fixture(scope="module")
 def mixture_targets() -> list[ThermoState]:
     return simulated_mixture_states()
@@ -162,11 +172,7 @@ def test_cli_fits_a_mixture_card_that_runs_as_a_calculator(mixture_targets, tmp_
     from ase_mlmd import load_calculator
     from ase_mlmd.cli.main import main
 
-    paths = []
-    for k, state in enumerate(mixture_targets):
-        path = tmp_path / f"mix{k}.csv"
-        write_partial_rdf_csv(path, state.partials, state.composition, 0.75, 1.2)
-        paths += ["--target", str(path)]
+    paths = target_arguments(mixture_targets, tmp_path)
     out = tmp_path / "fit"
     tiny = ["--cells", "3", "--equilibration", "20", "--production-steps", "20", "--no-progress"]
     main(

@@ -16,7 +16,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_mixture import ENGINE, SIGMA, lj_mixture, mixture_state, simulated_mixture_states
+from test_mixture import (
+    ENGINE,
+    SIGMA,
+    lj_mixture,
+    mixture_state,
+    simulated_mixture_states,
+    target_arguments,
+)
 
 from ase_mlmd import load_calculator
 from ase_mlmd.batch import batch_from_atoms
@@ -131,13 +138,8 @@ def test_short_newton_fit_moves_each_pair_toward_the_truth(mixture_targets):
 
 def test_cli_newton_fits_and_refines_a_mixture(mixture_targets, tmp_path, capsys):
     from ase_mlmd.cli.main import main
-    from ase_mlmd.diffsim.targets import write_partial_rdf_csv
 
-    paths = []
-    for k, state in enumerate(mixture_targets):
-        path = tmp_path / f"mix{k}.csv"
-        write_partial_rdf_csv(path, state.partials, state.composition, 0.75, 1.2)
-        paths += ["--target", str(path)]
+    paths = target_arguments(mixture_targets, tmp_path)
     tiny = ["--cells", "3", "--equilibration", "20", "--production-steps", "20", "--no-progress"]
     first, second = tmp_path / "newton", tmp_path / "refined"
     for out, start in ((first, []), (second, ["--start", str(first / "card.toml")])):
@@ -156,13 +158,8 @@ def test_cli_ibi_fits_one_spline_per_pair(mixture_targets, tmp_path, capsys):
     """``diffsim ibi`` on partial-RDF files: Boltzmann inversion, then IBI updates of each pair
     from its own partial RDFs; the species-pair card runs as a calculator."""
     from ase_mlmd.cli.main import main
-    from ase_mlmd.diffsim.targets import write_partial_rdf_csv
 
-    paths = []
-    for k, state in enumerate(mixture_targets):
-        path = tmp_path / f"mix{k}.csv"
-        write_partial_rdf_csv(path, state.partials, state.composition, 0.75, 1.2)
-        paths += ["--target", str(path)]
+    paths = target_arguments(mixture_targets, tmp_path)
     out = tmp_path / "ibi"
     tiny = ["--cells", "3", "--equilibration", "50", "--production-steps", "20", "--no-progress"]
     main(["diffsim", "ibi", *paths, "--iterations", "3", "--steps", "100", "-o", str(out), *tiny])
