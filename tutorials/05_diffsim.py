@@ -126,7 +126,7 @@ print(f"E = {liquid.get_potential_energy() / len(liquid):.4f} ε per atom, "
 # samples the current potential, computes the whole Jacobian of ⟨g⟩ with respect to a spline
 # correction ΔU(r) from fluctuations (J = −β Cov(g, ∂U/∂c), the same formula the reweighting
 # gradient uses) and solves for the step (inverse Monte Carlo). Eight iterations of 1000 frames
-# bring the full BPTT fit to 0.86× the floor and within 0.08 ε of LJ (BENCHMARKS.md).
+# bring the full BPTT fit to 0.70× the floor and within 0.07 ε of LJ (BENCHMARKS.md).
 
 # %%
 config = FitConfig(method="newton", newton_iterations=2 if FAST else 8,
