@@ -24,7 +24,7 @@ from ase_mlmd.errors import DataFormatError, InvalidStructureError
 from ase_mlmd.md.forcefield import ForceField
 from ase_mlmd.md.integrators import Integrator, make_integrator
 from ase_mlmd.md.state import MDState
-from ase_mlmd.models.species_pair import PairKey, pair_label, parse_pair
+from ase_mlmd.models.species_pair import PairKey, pair_label
 from ase_mlmd.observables.differentiable import (
     compute_rdf_torch,
     frame_pair_distances,
@@ -133,19 +133,20 @@ class Engine:
             initial_atoms(s, self.config.seed + k) for k, s in enumerate(self.states)
         ]
         self.numbers = [torch.as_tensor(a.numbers, dtype=torch.long) for a in self.start_atoms]
+        #: the sorted atomic numbers present in each state's box
+        self.box_elements = [sorted(set(n.tolist())) for n in self.numbers]
         self.channels = self._channels()
 
     def _channels(self) -> list[RDFChannel]:
         channels = []
         for b, state in enumerate(self.states):
-            targets = state.rdf_targets
-            elements = sorted(set(self.numbers[b].tolist()))
-            for target in targets:
-                if target.pair is None:
+            elements = self.box_elements[b]
+            for target in state.rdf_targets:
+                species = target.species
+                if species is None:
                     alone = (elements[0], elements[0]) if len(elements) == 1 else None
                     channels.append(RDFChannel(b, state.name, target, species=alone))
                     continue
-                species = parse_pair(target.pair)
                 pairs = species_pairs(self.numbers[b], *species)
                 if len(pairs[0]) == 0:
                     raise InvalidStructureError(
@@ -184,8 +185,7 @@ class Engine:
             mine = [c.species for c in self.channels if c.system == b]
             if mine == [None] and pairs is None:
                 continue  # the RDF of all pairs: complete
-            elements = sorted(set(self.numbers[b].tolist()))
-            present = set(itertools.combinations_with_replacement(elements, 2))
+            present = set(itertools.combinations_with_replacement(self.box_elements[b], 2))
             if len(mine) != len(set(mine)) or set(mine) != present:
                 raise DataFormatError(
                     f"state {state.name}: this method needs one target RDF per species pair of "
@@ -203,6 +203,25 @@ class Engine:
             rows.append(slice(filled[c.system], filled[c.system] + len(c.target.r)))
             filled[c.system] = rows[-1].stop
         return rows
+
+    def by_state(
+        self, data: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, list[tuple[int, torch.Tensor, torch.Tensor]]]]:
+        """:meth:`frame_data` regrouped per state: its channels' per-frame RDFs side by side
+        (F, bins of its channels, laid out as :attr:`channel_rows`) and, per channel of the state,
+        (channel index, pair distances, frame index)."""
+        grouped: list[tuple[list, list]] = [([], []) for _ in self.states]
+        for k, (c, (g, d, frame)) in enumerate(zip(self.channels, data, strict=True)):
+            grouped[c.system][0].append(g)
+            grouped[c.system][1].append((k, d, frame))
+        return [(torch.cat(gs, dim=1), pairs) for gs, pairs in grouped]
+
+    def state_targets(self) -> list[torch.Tensor]:
+        """Per state, its channels' target g side by side (the layout of :meth:`by_state`)."""
+        rows: list[list[torch.Tensor]] = [[] for _ in self.states]
+        for c in self.channels:
+            rows[c.system].append(c.target.g_tensor())
+        return [torch.cat(r) for r in rows]
 
     @property
     def grids(self) -> list:

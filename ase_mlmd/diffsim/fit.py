@@ -217,8 +217,10 @@ def pretrain_to_pmf(
     """
     if isinstance(potential, SpeciesPairPotential):
         errors = []
-        for label, phi in potential.items():
-            targets = [(t, s.temperature) for s in states for t in s.rdf_targets if t.pair == label]
+        for pair, phi in zip(potential.pairs, potential.potentials, strict=True):
+            targets = [
+                (t, s.temperature) for s in states for t in s.rdf_targets if t.species == pair
+            ]
             if targets:
                 errors.append(_regress_on_pmf(phi, targets, steps, lr, g_min))
         return max(errors)

@@ -25,10 +25,10 @@ import torch
 
 from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
-from ase_mlmd.diffsim.losses import rdf_dev, rdf_mse
+from ase_mlmd.diffsim.losses import channel_errors
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.errors import DataFormatError, SimulationUnstableError
-from ase_mlmd.models.species_pair import PairKey, SpeciesPairPotential, pair_label, parse_pair
+from ase_mlmd.models.species_pair import PairKey, SpeciesPairPotential, pair_label
 from ase_mlmd.models.spline_pair import SplinePair
 
 G_MIN = 1e-3
@@ -65,12 +65,7 @@ def boltzmann_inverted_spline(
     natural spline on knots of the targets' spacing from ``r_min`` to ``cutoff`` (smooth switch
     from 0.9 r_c). ``pair``: use the partial RDFs of this species pair (a mixture) instead of the
     states' RDFs. Returns (spline, knots, wall index)."""
-    targets = [
-        (t, s.temperature)
-        for s in states
-        for t in s.rdf_targets
-        if (None if t.pair is None else parse_pair(t.pair)) == pair
-    ]
+    targets = [(t, s.temperature) for s in states for t in s.rdf_targets if t.species == pair]
     if not targets:
         raise DataFormatError(f"no target RDF for the species pair {pair}")
     first = targets[0][0]
@@ -121,7 +116,7 @@ def partial_pairs(states: Sequence[ThermoState]) -> list[PairKey] | None:
     term per pair), or None when every state has one RDF of all pairs."""
     if not any(s.partials for s in states):
         return None
-    return sorted({parse_pair(t.pair) for s in states for t in s.partials})
+    return sorted({t.species for s in states for t in s.partials})
 
 
 def boltzmann_inverted_potential(
@@ -193,11 +188,8 @@ def fit_ibi(
             log(messages[-1])
             break
         good_state = state
-        row = {"epoch": iteration, "time": time.perf_counter() - started}
-        mse = 0.0
-        for c, g in zip(engine.channels, gs, strict=True):
-            mse += float(rdf_mse(g, c.target.g_tensor()))
-            row[f"rdf_dev[{c.name}]"] = rdf_dev(g.numpy(), c.target.g)
+        mse, devs = channel_errors(engine.channels, gs)
+        row = {"epoch": iteration, "time": time.perf_counter() - started, **devs}
         row["loss"] = 0.95 * mse
         history.append(row)
         if mse < best[0]:

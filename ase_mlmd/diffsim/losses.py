@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,3 +46,14 @@ def rdf_dev(g_sim: np.ndarray | torch.Tensor, g_target: np.ndarray | torch.Tenso
         else np.asarray(g_target)
     )
     return float(np.abs(a - b).mean())
+
+
+def channel_errors(channels: Sequence[Any], gs: Sequence[torch.Tensor]) -> tuple[float, dict]:
+    """Σ MSE(g − g*) over RDF channels (objects with ``name`` and ``target``, e.g.
+    :class:`~ase_mlmd.diffsim.engine.RDFChannel`) and their ``rdf_dev`` as history columns
+    ``rdf_dev[name]``; ``gs``: the sampled g of each channel."""
+    mse, devs = 0.0, {}
+    for c, g in zip(channels, gs, strict=True):
+        mse += float(rdf_mse(g, c.target.g_tensor()))
+        devs[f"rdf_dev[{c.name}]"] = rdf_dev(g, c.target.g)
+    return mse, devs

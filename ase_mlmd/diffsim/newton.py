@@ -46,13 +46,13 @@ import torch
 from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.ibi import G_MIN, boltzmann_inverted_potential
-from ase_mlmd.diffsim.losses import rdf_dev, rdf_mse
+from ase_mlmd.diffsim.losses import channel_errors
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
 from ase_mlmd.diffsim.targets import RDFTarget
 from ase_mlmd.errors import SimulationUnstableError
 from ase_mlmd.models.pair import PairPotential
-from ase_mlmd.models.species_pair import PairKey, SpeciesPairPotential, pair_label, parse_pair
+from ase_mlmd.models.species_pair import PairKey, SpeciesPairPotential, pair_label
 from ase_mlmd.models.spline_pair import (
     SplinePair,
     hermite_energy_basis,
@@ -163,7 +163,7 @@ def trust_region_step(
     smoothness: torch.Tensor,
     regularization: float,
     max_step: float,
-    mask: torch.Tensor | None = None,
+    mask: torch.Tensor,
 ) -> torch.Tensor:
     """The regularized Gauss–Newton step if no knot in ``mask`` moves by more than
     ``max_step``; otherwise the Levenberg–Marquardt step argmin Σ|J Δ − r|² + λ|DΔ|² + μ|Δ|²
@@ -175,7 +175,6 @@ def trust_region_step(
     stall the fit.
     """
     lhs, rhs = _normal_equations(jacobians, residuals, smoothness, regularization)
-    mask = torch.ones_like(rhs, dtype=torch.bool) if mask is None else mask
     w, v = torch.linalg.eigh(lhs)
     projected = v.T @ rhs
 
@@ -249,8 +248,8 @@ class Corrections:
         knot_bins: knot spacing of each ΔU in target bins.
 
     Attributes:
-        pairs: the (Z_a, Z_b) key of each term (None: one potential for all pairs).
-        terms: one :class:`CorrectedTable` per pair.
+        pairs: the (Z_a, Z_b) key of each term, or None for one potential for all pairs.
+        terms: one :class:`CorrectedTable` per pair (one in all for a single potential).
         model: what the engine runs (the table, or a species-pair potential of the tables).
     """
 
@@ -260,16 +259,13 @@ class Corrections:
         states: Sequence[ThermoState],
         knot_bins: int,
     ) -> None:
-        channels = [t for s in states for t in s.rdf_targets]
+        targets = [t for s in states for t in s.rdf_targets]
         if isinstance(base, SpeciesPairPotential):
-            self.pairs: list[PairKey | None] = list(base.pairs)
+            self.pairs: list[PairKey] | None = list(base.pairs)
             bases = list(base.potentials)
-            mine = [
-                [t for t in channels if t.pair and parse_pair(t.pair) == pair] or channels
-                for pair in base.pairs
-            ]
+            mine = [[t for t in targets if t.species == pair] or targets for pair in base.pairs]
         else:
-            self.pairs, bases, mine = [None], [base], [channels]
+            self.pairs, bases, mine = None, [base], [targets]
         self.terms = [
             CorrectedTable(b, ts[0], knot_bins) for b, ts in zip(bases, mine, strict=True)
         ]
@@ -282,13 +278,7 @@ class Corrections:
             knots = c.r_min + c.spacing * np.arange(c.n_free)
             sampled.append(torch.as_tensor(knots >= r_w - c.spacing))
         self.sampled = torch.cat(sampled)
-        self.model = (
-            self.terms[0].table
-            if self.pairs == [None]
-            else SpeciesPairPotential(
-                {pair_label(p): t.table for p, t in zip(self.pairs, self.terms, strict=True)}
-            )
-        )
+        self.model = self._assemble([t.table for t in self.terms])
         sizes = [t.correction.n_free for t in self.terms]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         self.values = torch.zeros(self.offsets[-1], dtype=torch.float64)
@@ -315,29 +305,30 @@ class Corrections:
     def channel_terms(self, engine: Engine) -> list[int]:
         """The term that acts on each channel's atom pairs (every species pair of each box
         needs its channel: a frame's energy derivative comes from the channels' pairs)."""
-        return engine.channel_terms(None if self.pairs == [None] else self.pairs, complete=True)
+        return engine.channel_terms(self.pairs, complete=True)
 
     def frame_gradients(self, data, engine: Engine, terms: Sequence[int], n: int):
         """Per state, (⟨g⟩ rows (n, bins of its channels), A (n, n_free) = ∂U_frame/∂c) from
         the engine's :meth:`~Engine.frame_data` of ``n`` frames."""
         out = []
-        for b in range(len(engine.states)):
-            gs, a = [], torch.zeros(n, self.n_free, dtype=torch.float64)
-            for c, term, (g, d, frame) in zip(engine.channels, terms, data, strict=True):
-                if c.system == b:
-                    gs.append(g)
-                    a[:, self.block(term)] += self.terms[term].correction.frame_gradients(
-                        d, frame, n
-                    )
-            out.append((torch.cat(gs, dim=1), a))
+        for g, channels in engine.by_state(data):
+            a = torch.zeros(n, self.n_free, dtype=torch.float64)
+            for k, d, frame in channels:
+                term = terms[k]
+                a[:, self.block(term)] += self.terms[term].correction.frame_gradients(d, frame, n)
+            out.append((g, a))
         return out
 
     def result(self) -> SplinePair | SpeciesPairPotential:
         """The fitted potential: a SplinePair, or a species-pair potential of them."""
-        if self.pairs == [None]:
-            return self.terms[0].result()
+        return self._assemble([t.result() for t in self.terms])
+
+    def _assemble(self, tables: list[SplinePair]) -> SplinePair | SpeciesPairPotential:
+        """One table per term as the potential: itself, or a species-pair potential."""
+        if self.pairs is None:
+            return tables[0]
         return SpeciesPairPotential(
-            {pair_label(p): t.result() for p, t in zip(self.pairs, self.terms, strict=True)}
+            {pair_label(p): t for p, t in zip(self.pairs, tables, strict=True)}
         )
 
 
@@ -379,10 +370,7 @@ def fit_newton(
     corrections = Corrections(base, states, config.newton_knot_bins)
     engine = Engine(corrections.model, states, config.engine)
     terms = corrections.channel_terms(engine)
-    targets = [
-        torch.cat([c.target.g_tensor() for c in engine.channels if c.system == b])
-        for b in range(len(states))
-    ]
+    targets = engine.state_targets()
     rows = engine.channel_rows
     betas = [1.0 / s.temperature for s in states]
     kt_mean = float(np.mean([s.temperature for s in states]))
@@ -433,12 +421,9 @@ def fit_newton(
         good = (corrections.values.clone(), state)
         stats = [m.mean_and_jacobian(beta) for m, beta in zip(moments, betas, strict=True)]
         residuals = [t - g for t, (g, _) in zip(targets, stats, strict=True)]
-        row = {"epoch": iteration, "time": time.perf_counter() - started}
-        mse = 0.0
-        for c, bins in zip(engine.channels, rows, strict=True):
-            g = stats[c.system][0][bins]
-            mse += float(rdf_mse(g, c.target.g_tensor()))
-            row[f"rdf_dev[{c.name}]"] = rdf_dev(g, c.target.g)
+        gs = [stats[c.system][0][bins] for c, bins in zip(engine.channels, rows, strict=True)]
+        mse, devs = channel_errors(engine.channels, gs)
+        row = {"epoch": iteration, "time": time.perf_counter() - started, **devs}
         row["loss"] = 0.95 * mse
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.2e}")

@@ -108,17 +108,15 @@ def sample_frames(
     theta = table_vector(table).detach()
 
     def reduce(n: int, data) -> None:
-        for b, part in enumerate(parts):
-            rdfs, bases = [], theta.new_zeros(n, offsets[-1])
-            for c, k, (g, d, frame) in zip(engine.channels, terms, data, strict=True):
-                if c.system != b:
-                    continue
-                t = tables[k]
-                rdfs.append(g)
-                bases[:, offsets[k] : offsets[k + 1]] += hermite_energy_basis(
+        for part, (rdfs, channels) in zip(parts, engine.by_state(data), strict=True):
+            bases = theta.new_zeros(n, offsets[-1])
+            for k, d, frame in channels:
+                term = terms[k]
+                t = tables[term]
+                bases[:, offsets[term] : offsets[term + 1]] += hermite_energy_basis(
                     d, t.r_min, t.spline.spacing, t.n_knots, frame, n
                 )
-            part.append((torch.cat(rdfs, dim=1), bases))
+            part.append((rdfs, bases))
 
     cutoff = table.potential.cutoff
     state, _ = engine.sample_frame_data(state, n_frames, every, cutoff, reduce, chunk)

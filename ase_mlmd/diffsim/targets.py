@@ -35,6 +35,7 @@ from ase import Atoms
 
 from ase_mlmd.errors import DataFormatError
 from ase_mlmd.fileio import atomic_write_text
+from ase_mlmd.models.species_pair import PairKey, pair_label, parse_pair
 from ase_mlmd.observables.differentiable import RDFGrid, compute_rdf_torch
 
 STATE_PATTERN = re.compile(r"rho(?P<rho>[0-9]*\.?[0-9]+)_T(?P<T>[0-9]*\.?[0-9]+)")
@@ -60,6 +61,11 @@ class RDFTarget:
     source: str = ""
     normalization: str = "mdgrad"
     pair: str | None = None
+
+    @property
+    def species(self) -> PairKey | None:
+        """The sorted (Z_a, Z_b) of :attr:`pair`, None for the RDF of all atoms."""
+        return None if self.pair is None else parse_pair(self.pair)
 
     @property
     def label(self) -> str:
@@ -261,7 +267,6 @@ def read_partial_rdf_csv(
         DataFormatError: no ``# pairs:`` or ``# composition:`` header, a row count that does not
             match the pairs, a pair of an element not in the composition, or bad numbers.
     """
-    from ase_mlmd.models.species_pair import pair_label, parse_pair
 
     path = Path(path)
     data = _load_csv(path)
