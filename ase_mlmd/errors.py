@@ -79,3 +79,13 @@ class TrajectoryTooShortError(MLMDError, ValueError):
 
 class SimulationUnstableError(MLMDError, RuntimeError):
     """A simulation blew up (NaN or runaway energy) and could not be recovered."""
+
+
+class OutputLockedError(MLMDError, RuntimeError):
+    """Another process holds the lock of an output folder or file (it is writing there now);
+    the message names that process (PID, host, command, since when) and what to do."""
+
+
+class CorruptOutputError(MLMDError, OSError):
+    """A file a run wrote, or a file an earlier run left to resume from, cannot be read back;
+    the message names the file and what to do (start afresh, delete it)."""
