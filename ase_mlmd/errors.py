@@ -89,3 +89,9 @@ class OutputLockedError(MLMDError, RuntimeError):
 class CorruptOutputError(MLMDError, OSError):
     """A file a run wrote, or a file an earlier run left to resume from, cannot be read back;
     the message names the file and what to do (start afresh, delete it)."""
+
+
+class MappingError(MLMDError, ValueError):
+    """A coarse-grained mapping is invalid (an atom left out or in two beads where that is not
+    allowed, more beads than atoms, an empty bead) or does not fit the structure it is applied
+    to (other atom count or element order); names the file, frame, bead or atom."""
