@@ -24,8 +24,10 @@ class CLICommand:
 
     Examples:
 
-        ase-mlmd md ethanol.xyz --calc lj-argon --ensemble nvt-langevin --temperature 300
-            --timestep 0.5 --steps 2000 -o run.traj
+        ase-mlmd md ethanol.xyz --calc ethanol-nequip --ensemble nvt-langevin
+            --temperature 300 --timestep 0.5 --steps 2000 -o run.traj
+        ase-mlmd md argon.xyz --calc lj-argon --ensemble nve --temperature 94.4
+            --timestep 5 --steps 2000 -o argon.traj
         ase-mlmd md start.xyz --calc NAME --engine torch --replicas 64
             --ensemble nvt-langevin --temperature 300 --steps 10000 -o runs/
     """
@@ -153,8 +155,10 @@ def _run_torch(args, parser) -> None:
 
     from ase_mlmd.calculators.registry import ase_reserved_names
     from ase_mlmd.cli.common import make_calculator, parse_parameters
+    from ase_mlmd.fileio import atomic_write_text
     from ase_mlmd.md.monitors import BondDeviation, MaxForce
     from ase_mlmd.md.simulate import simulate
+    from ase_mlmd.outdir import lock_folder
 
     if args.calc in ase_reserved_names():
         _fail(
@@ -178,31 +182,32 @@ def _run_torch(args, parser) -> None:
         monitors.append(BondDeviation(first, args.bond_deviation))
     out = Path(args.output or "md_runs")  # created by simulate once the input is checked
     log = Path(args.log) if args.log else out / "md.log"
-    result = simulate(
-        structures,
-        model,
-        replicas=args.replicas,
-        ensemble=args.ensemble,
-        temperature=args.temperature,
-        timestep=args.timestep,
-        steps=args.steps,
-        save_every=args.save_every,
-        log_every=args.log_every,
-        device=calc.device,
-        trajectory=str(out / "replica_{i}.traj"),
-        logfile=log,
-        checkpoint=out / "checkpoint.pt",
-        monitors=monitors,
-        temperature_bounds=None if args.no_temperature_bounds else (0.1, 100_000.0),
-        seed=args.seed,
-        friction=args.friction,
-        tdamp=args.tdamp,
-        skin=args.skin,
-        progress=not args.no_progress,
-        restart=not args.no_restart,
-    )
-    summary = {"command": "ase-mlmd md --engine torch", "calc": args.calc, **result.summary()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with lock_folder(out, "output folder (-o)"):
+        result = simulate(
+            structures,
+            model,
+            replicas=args.replicas,
+            ensemble=args.ensemble,
+            temperature=args.temperature,
+            timestep=args.timestep,
+            steps=args.steps,
+            save_every=args.save_every,
+            log_every=args.log_every,
+            device=calc.device,
+            trajectory=str(out / "replica_{i}.traj"),
+            logfile=log,
+            checkpoint=out / "checkpoint.pt",
+            monitors=monitors,
+            temperature_bounds=None if args.no_temperature_bounds else (0.1, 100_000.0),
+            seed=args.seed,
+            friction=args.friction,
+            tdamp=args.tdamp,
+            skin=args.skin,
+            progress=not args.no_progress,
+            restart=not args.no_restart,
+        )
+        summary = {"command": "ase-mlmd md --engine torch", "calc": args.calc, **result.summary()}
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
     print(
         f"{len(result.replicas)} replicas, {result.steps} steps of {args.ensemble} at "

@@ -300,9 +300,9 @@ def sample_reference(
         SimulationUnstableError: NaN energy/forces or T > 100 000 K; the frames before stay.
     """
     from ase.io import read
-    from tqdm.auto import tqdm
 
     from ase_mlmd.batch import check_structure
+    from ase_mlmd.progress import progress_bar
     from ase_mlmd.structures import to_atoms
 
     atoms = to_atoms(atoms).copy()
@@ -328,7 +328,7 @@ def sample_reference(
     dyn = make_dynamics(atoms, config.md_config(), rng)
     fingerprint = {"reference": name, **config.fingerprint()}
     writer = FrameFileWriter(output, append=resumed, flush_seconds=flush_seconds)
-    bar = tqdm(
+    bar = progress_bar(
         total=config.steps,
         initial=start_step,
         unit="step",
@@ -410,8 +410,8 @@ def label_frames(
         CheckpointMismatchError: ``output`` holds frames labelled otherwise or from other input.
     """
     from ase.io import read
-    from tqdm.auto import tqdm
 
+    from ase_mlmd.progress import progress_bar
     from ase_mlmd.structures import to_atoms
 
     source = str(frames) if isinstance(frames, str | os.PathLike) else "frames"
@@ -441,7 +441,7 @@ def label_frames(
     labelled = list(done)
     writer = FrameFileWriter(output, append=bool(done), flush_seconds=flush_seconds)
     with writer, thread_limit(threads):
-        for i in tqdm(
+        for i in progress_bar(
             range(len(done), len(frames)),
             total=len(frames),
             initial=len(done),

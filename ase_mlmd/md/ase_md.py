@@ -14,6 +14,9 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import BaseCalculator
 
+from ase_mlmd.errors import CorruptOutputError
+from ase_mlmd.outdir import lock_file, locked_outputs
+
 ENSEMBLES = ("nve", "nvt-langevin", "nvt-nose-hoover", "nvt-bussi")
 
 
@@ -105,17 +108,22 @@ def run_ase_md(
         config: the run settings.
         trajectory: ASE ``.traj`` file to write frames to (overwritten), or None.
         logfile: ASE ``MDLogger`` text log (time, energies, temperature), or None.
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar on a terminal, plain lines otherwise).
+
+    Both files are locked while the run goes on (sidecar ``.NAME.lock``), are not left behind
+    empty when the run fails, and are read back at the end.
 
     Raises:
         InvalidStructureError: NaN/inf positions or a degenerate periodic cell (before any step).
+        OutputLockedError: another run is writing the trajectory or log now.
+        CorruptOutputError: a file written does not read back as written.
     """
     from ase.io.trajectory import Trajectory
     from ase.md import MDLogger
     from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
-    from tqdm.auto import tqdm
 
     from ase_mlmd.batch import check_structure
+    from ase_mlmd.md.reporters import verify_trajectory
 
     check_structure(atoms.positions, atoms.cell.array, atoms.pbc, "MD start structure")
     rng = np.random.default_rng(config.seed)
@@ -125,19 +133,43 @@ def run_ase_md(
         Stationary(atoms)
         if not atoms.pbc.any():
             ZeroRotation(atoms)
+    atoms.get_forces()  # a calculator that fails, fails before any file is created
     dyn = make_dynamics(atoms, config, rng)
-    writers = []
-    if trajectory is not None:
-        Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
-        traj = Trajectory(str(trajectory), "w", atoms)
-        dyn.attach(traj.write, interval=config.save_every)
-        writers.append(traj)
-    if logfile is not None:
-        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        logger = MDLogger(dyn, atoms, str(logfile), header=True, peratom=False, mode="w")
-        dyn.attach(logger, interval=config.log_every)
-        writers.append(logger)
-    bar = tqdm(total=config.steps, unit="step", disable=not progress, desc="MD", mininterval=1.0)
+    outputs = [Path(p) for p in (trajectory, logfile) if p is not None]
+    with locked_outputs(*(lock_file(p, "MD output file") for p in outputs)):
+        writers: list = []
+        try:
+            if trajectory is not None:
+                Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
+                traj = Trajectory(str(trajectory), "w", atoms)
+                dyn.attach(traj.write, interval=config.save_every)
+                writers.append(traj)
+            if logfile is not None:
+                Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+                logger = MDLogger(dyn, atoms, str(logfile), header=True, peratom=False, mode="w")
+                dyn.attach(logger, interval=config.log_every)
+                writers.append(logger)
+            _run_with_progress(dyn, atoms, config, progress)
+        except BaseException:
+            for writer in writers:
+                writer.close()
+            _remove_if_empty(trajectory, logfile)
+            raise
+        for writer in writers:
+            writer.close()
+        if trajectory is not None:
+            verify_trajectory(Path(trajectory), config.steps // config.save_every + 1)
+        if logfile is not None:
+            _verify_ase_log(Path(logfile), config.steps // config.log_every + 1)
+    return atoms
+
+
+def _run_with_progress(dyn, atoms: Atoms, config: AseMDConfig, progress: bool) -> None:
+    from ase_mlmd.progress import progress_bar
+
+    bar = progress_bar(
+        total=config.steps, unit="step", disable=not progress, desc="MD", mininterval=1.0
+    )
 
     def update_bar() -> None:
         bar.update(dyn.nsteps - bar.n)
@@ -151,6 +183,42 @@ def run_ase_md(
         dyn.run(config.steps)
     finally:
         bar.close()
-        for writer in writers:
-            writer.close()
-    return atoms
+
+
+def _remove_if_empty(trajectory: str | Path | None, logfile: str | Path | None) -> None:
+    """After a failed run: delete a trajectory without frames and a log without data rows."""
+    from ase_mlmd.md.reporters import count_frames
+
+    if trajectory is not None:
+        path = Path(trajectory)
+        try:
+            empty = count_frames(path) == 0
+        except CorruptOutputError:
+            empty = False
+        if empty:
+            path.unlink(missing_ok=True)
+    if logfile is not None:
+        path = Path(logfile)
+        if path.is_file() and len(path.read_text().splitlines()) <= 1:
+            path.unlink()
+
+
+def _verify_ase_log(path: Path, n_rows: int) -> None:
+    """Check that the MDLogger file holds a header and ``n_rows`` rows of numbers."""
+    lines = path.read_text().splitlines()
+    rows = lines[1:]
+    problem = None
+    if len(rows) != n_rows:
+        problem = f"it holds {len(rows)} rows, this run wrote {n_rows}"
+    else:
+        for number, line in enumerate(rows, start=2):
+            try:
+                [float(x) for x in line.split()]
+            except ValueError:
+                problem = f"line {number} is not a row of numbers: {line!r}"
+                break
+    if problem:
+        raise CorruptOutputError(
+            f"the run finished but its log {path} does not read back ({problem}); another "
+            "process may have written to it at the same time. Run again into another file"
+        )

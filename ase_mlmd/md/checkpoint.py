@@ -15,15 +15,15 @@ so that it loads with ``torch.load(weights_only=True)`` (no pickled objects, no 
 * ``fingerprint``: dict of the settings that define the run (structures, model, ensemble, ...);
   a run with other settings refuses to resume from it.
 
-The file is written to a temporary name and moved over the old one with ``os.replace``, so a
-kill at any moment leaves either the previous or the new checkpoint, never a broken one.
+The file is written to a uniquely named temporary file beside it and moved over the old one
+with ``os.replace``, so a kill at any moment leaves either the previous or the new checkpoint,
+never a broken one, and two writers never share a temporary file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import torch
 from ase import Atoms
 
 from ase_mlmd.errors import MLMDError
+from ase_mlmd.fileio import atomic_output
 from ase_mlmd.md.state import MDState
 
 FORMAT = "ase_mlmd.md.checkpoint/1"
@@ -107,12 +108,8 @@ def save_checkpoint(path: Path, data: dict[str, Any]) -> None:
 
     Safe against the process being killed at any moment; not fsync'ed (a power cut may lose
     the newest checkpoint, as it may lose the newest frames)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
         torch.save({"format": FORMAT, **data}, f)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ase_mlmd.md import checkpoint as ckpt
 from ase_mlmd.md.forcefield import ForceField
 from ase_mlmd.md.integrators import Integrator
 from ase_mlmd.md.monitors import Monitor
-from ase_mlmd.md.reporters import EnergyLog, TrajectoryReporter
+from ase_mlmd.md.reporters import EnergyLog, TrajectoryReporter, verify_log, verify_trajectory
 from ase_mlmd.md.results import ReplicaResult
 from ase_mlmd.md.state import MDState
 
@@ -131,10 +131,10 @@ class Driver:
 
     # ------------------------------------------------------------------ the loop
     def run(self, progress: bool = True) -> None:
-        from tqdm.auto import tqdm
+        from ase_mlmd.progress import progress_bar
 
         steps = int(self.config.steps)
-        self._bar = tqdm(
+        self._bar = progress_bar(
             total=steps, initial=self.step, unit="step", desc="MD", disable=not progress
         )
         self._update_bar()
@@ -275,6 +275,25 @@ class Driver:
             self.trajectories.close()
         if self.log is not None:
             self.log.close()
+
+    def remove_empty_outputs(self) -> None:
+        """After a failed fresh run: delete trajectories without frames and a log without
+        rows (they would only look like results)."""
+        if self.trajectories is not None:
+            for i, path in enumerate(self.trajectories.paths):
+                if self.frames[i] == 0:
+                    path.unlink(missing_ok=True)
+        if self.log is not None and self.log.rows == 0:
+            self.log.path.unlink(missing_ok=True)
+
+    def verify_outputs(self) -> None:
+        """Read every trajectory and the log back; raise
+        :class:`~ase_mlmd.errors.CorruptOutputError` if one does not hold what was written."""
+        if self.trajectories is not None:
+            for i, path in enumerate(self.trajectories.paths):
+                verify_trajectory(path, self.frames[i])
+        if self.log is not None:
+            verify_log(self.log.path, self.log.rows)
 
     def results(self) -> list[ReplicaResult]:
         """One :class:`ReplicaResult` per replica, in replica order."""

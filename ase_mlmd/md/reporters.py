@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from ase_mlmd.errors import CorruptOutputError
+from ase_mlmd.fileio import atomic_output
 from ase_mlmd.md.checkpoint import CheckpointError
 
 
@@ -62,13 +64,29 @@ def checkpoint_path_for(pattern: str | os.PathLike) -> Path:
 
 
 def count_frames(path: Path) -> int:
-    """Number of frames in an ASE ``.traj`` file (0 if it does not exist or is empty)."""
+    """Number of frames in an ASE ``.traj`` file (0 if it does not exist or is empty).
+
+    Raises:
+        CorruptOutputError: the file exists but ASE cannot read it.
+    """
     from ase.io.trajectory import Trajectory
 
     if not path.is_file() or path.stat().st_size == 0:
         return 0
-    with Trajectory(str(path), "r") as traj:
-        return len(traj)
+    try:
+        with Trajectory(str(path), "r") as traj:
+            return len(traj)
+    except Exception as err:  # ulm/JSON errors of a file written by two processes, ...
+        raise _corrupt(path, err) from None
+
+
+def _corrupt(path: Path, err: Exception | str) -> CorruptOutputError:
+    reason = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    return CorruptOutputError(
+        f"the MD output {path} is corrupt ({reason}); it cannot be resumed. Start afresh with "
+        "restart=False (CLI: --no-restart) or delete the output folder; if two runs wrote to "
+        "it at once, run them into different folders"
+    )
 
 
 def truncate_trajectory(path: Path, n_frames: int) -> None:
@@ -76,6 +94,7 @@ def truncate_trajectory(path: Path, n_frames: int) -> None:
 
     Raises:
         OutputMismatchError: it has fewer frames (the file was changed or lost).
+        CorruptOutputError: ASE cannot read it.
     """
     from ase.io.trajectory import Trajectory
 
@@ -88,11 +107,45 @@ def truncate_trajectory(path: Path, n_frames: int) -> None:
         )
     if have == n_frames:
         return
-    tmp = path.with_name(path.name + ".tmp")
-    with Trajectory(str(path), "r") as old, Trajectory(str(tmp), "w") as new:
-        for k in range(n_frames):
-            new.write(old[k])
-    os.replace(tmp, path)
+    try:
+        with (
+            atomic_output(path) as tmp,
+            Trajectory(str(path), "r") as old,
+            Trajectory(str(tmp), "w") as new,
+        ):
+            for k in range(n_frames):
+                new.write(old[k])
+    except Exception as err:
+        raise _corrupt(path, err) from None
+
+
+def verify_trajectory(path: Path, n_frames: int) -> None:
+    """Check that ASE reads ``path`` back with ``n_frames`` frames (first and last decoded).
+
+    Raises:
+        CorruptOutputError: it cannot be read, or holds another number of frames.
+    """
+    from ase.io.trajectory import Trajectory
+
+    if n_frames == 0 and not path.exists():
+        return
+    try:
+        with Trajectory(str(path), "r") as traj:
+            have = len(traj)
+            if have:
+                traj[0], traj[have - 1]  # noqa: B018 - decode both ends
+    except Exception as err:
+        raise _written_unreadable(path, f"{type(err).__name__}: {err}") from None
+    if have != n_frames:
+        raise _written_unreadable(path, f"it holds {have} frames, this run wrote {n_frames}")
+
+
+def _written_unreadable(path: Path, reason: str) -> CorruptOutputError:
+    return CorruptOutputError(
+        f"the run finished but its output {path} does not read back ({reason}); another "
+        "process may have written to it at the same time. Its results cannot be trusted: run "
+        "again into a new folder (or with --no-restart / restart=False)"
+    )
 
 
 class TrajectoryReporter:
@@ -148,6 +201,7 @@ class EnergyLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._file: io.TextIOBase | None = None
+        self.rows = 0  # rows in the file (kept at resume + written)
 
     def start(self, up_to_step: int | None = None) -> None:
         """Overwrite the file (``up_to_step`` None) or keep only rows with step ≤ ``up_to_step``
@@ -161,6 +215,7 @@ class EnergyLog:
                 )
             self._file = open(self.path, "w", newline="")  # noqa: SIM115
             self._file.write(",".join(LOG_COLUMNS) + "\n")
+            self.rows = 0
         else:
             self._truncate(up_to_step)
             self._file = open(self.path, "a", newline="")  # noqa: SIM115
@@ -168,18 +223,24 @@ class EnergyLog:
     def _truncate(self, up_to_step: int) -> None:
         text = self.path.read_text()
         lines = text.splitlines(keepends=True)
-        kept = [",".join(LOG_COLUMNS) + "\n"]
-        for line in lines[1:]:
+        header = ",".join(LOG_COLUMNS) + "\n"
+        if lines and lines[0] != header:
+            raise _corrupt(self.path, f"line 1 is not the header {header.strip()!r}")
+        kept = [header]
+        for number, line in enumerate(lines[1:], start=2):
             fields = line.rstrip("\n").split(",")
-            if not line.endswith("\n") or len(fields) != len(LOG_COLUMNS):
-                break  # a partial line: the run was killed while writing it
-            if int(fields[0]) > up_to_step:
+            if not line.endswith("\n") and number == len(lines):
+                break  # a partial last line: the run was killed while writing it
+            step = _log_int(fields[0]) if len(fields) == len(LOG_COLUMNS) else None
+            if step is None:
+                raise _corrupt(self.path, f"line {number} is not a log row: {line.strip()!r}")
+            if step > up_to_step:
                 break
             kept.append(line)
+        self.rows = len(kept) - 1
         if "".join(kept) != text:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, self.path)
+            with atomic_output(self.path) as tmp:
+                tmp.write_text("".join(kept))
 
     def write(
         self,
@@ -204,6 +265,7 @@ class EnergyLog:
                     f"{temperature[k]:.8g}",
                 ]
             )
+        self.rows += len(replicas)
         self._file.flush()
 
     def close(self) -> None:
@@ -212,12 +274,62 @@ class EnergyLog:
             self._file = None
 
 
+def _log_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of an :class:`EnergyLog` CSV as arrays (step and replica as int)."""
+    """Columns of an :class:`EnergyLog` CSV as arrays (step and replica as int).
+
+    Raises:
+        CorruptOutputError: a row is incomplete or holds something that is not a number
+            (names the file and line).
+    """
+    path = Path(path)
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = {}
-    for name in LOG_COLUMNS:
-        kind = int if name in ("step", "replica") else float
-        out[name] = np.array([kind(row[name]) for row in rows])
-    return out
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or tuple(header) != LOG_COLUMNS:
+            raise CorruptOutputError(
+                f"{path} is not an ase_mlmd MD log: its first line should be "
+                f"{','.join(LOG_COLUMNS)!r}, got {','.join(header or [])!r}"
+            )
+        rows = list(reader)
+    out: dict[str, list] = {name: [] for name in LOG_COLUMNS}
+    for number, row in enumerate(rows, start=2):
+        try:
+            if len(row) != len(LOG_COLUMNS):
+                raise ValueError(f"{len(row)} fields instead of {len(LOG_COLUMNS)}")
+            for name, value in zip(LOG_COLUMNS, row, strict=True):
+                out[name].append(int(value) if name in ("step", "replica") else float(value))
+        except ValueError as err:
+            raise CorruptOutputError(
+                f"line {number} of the MD log {path} is broken ({err}: {','.join(row)!r}); "
+                "the file was cut or written by two runs at once. Rerun into a new folder (or "
+                "with --no-restart / restart=False)"
+            ) from None
+    return {
+        name: np.array(values, dtype=int if name in ("step", "replica") else float)
+        for name, values in out.items()
+    }
+
+
+def verify_log(path: Path, n_rows: int) -> None:
+    """Check that the log reads back with ``n_rows`` rows in step order.
+
+    Raises:
+        CorruptOutputError: it cannot be parsed, has another number of rows, or its steps go
+            backwards (rows written twice).
+    """
+    try:
+        columns = read_log(path)
+    except (OSError, CorruptOutputError) as err:
+        raise _written_unreadable(path, str(err)) from None
+    have = len(columns["step"])
+    if have != n_rows:
+        raise _written_unreadable(path, f"it holds {have} rows, this run wrote {n_rows}")
+    if have and (np.diff(columns["step"]) < 0).any():
+        raise _written_unreadable(path, "its steps go backwards (rows were written twice)")

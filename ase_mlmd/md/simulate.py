@@ -39,6 +39,7 @@ from ase_mlmd.md.monitors import Monitor, NaNMonitor, TemperatureBounds
 from ase_mlmd.md.reporters import EnergyLog, TrajectoryReporter, checkpoint_path_for, replica_paths
 from ase_mlmd.md.results import SimulationResult
 from ase_mlmd.md.state import MDState
+from ase_mlmd.outdir import lock_folder, locked_outputs
 
 VELOCITIES = ("maxwell-boltzmann", "keep")
 
@@ -237,6 +238,13 @@ def simulate(
         UnsupportedSpeciesError: elements the model was not trained on.
         DeviceNotAvailableError: CUDA asked for on a machine without it.
         CheckpointMismatchError: ``restart=True`` and the checkpoint is from another run.
+        OutputLockedError: another run is writing to the output folder now.
+        CorruptOutputError: an output to resume from is corrupt, or (after the run) an output
+            does not read back as written.
+
+    The folders of the outputs are locked while the run goes on
+    (:func:`ase_mlmd.outdir.lock_folder`); a fresh run that fails leaves no empty trajectory
+    or log behind; at the end every trajectory and the log are read back and checked.
     """
     from ase_mlmd.calculators.ml_calculator import resolve_device
 
@@ -311,39 +319,48 @@ def simulate(
         "log_every": str(config.log_every or save_every),
         "monitors": " | ".join(m.describe() for m in watch),
     }
-    saved = None
-    if restart and checkpoint is not None and Path(checkpoint).is_file():
-        saved = ckpt.load_checkpoint(Path(checkpoint))
-        ckpt.check_compatible(saved, fingerprint, Path(checkpoint))
-        if saved["step"] > steps:
-            raise ckpt.CheckpointError(
-                f"the checkpoint {checkpoint} is at step {saved['step']}, beyond the "
-                f"{steps} steps asked for; ask for at least {saved['step']} steps, or delete it "
-                "or pass restart=False to start fresh"
-            )
-
-    driver = Driver(
-        state=state,
-        integrator=integrator,
-        forcefield=forcefield,
-        monitors=watch,
-        config=config,
-        n_replicas=n,
-        trajectories=TrajectoryReporter(paths) if paths is not None else None,
-        log=EnergyLog(Path(logfile)) if logfile is not None else None,
-        checkpoint=Path(checkpoint) if checkpoint is not None else None,
-        fingerprint=fingerprint,
-    )
-    if saved is not None:
-        driver.resume(saved)
-    else:
-        driver.start()
-    loop_start = time.perf_counter()
-    try:
-        driver.run(progress=progress)
-    finally:
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    logfile = Path(logfile) if logfile is not None else None
+    folders = _output_folders(trajectory, logfile, checkpoint)
+    with locked_outputs(*(lock_folder(f, "MD output folder") for f in folders)):
+        saved = None
+        if restart and checkpoint is not None and checkpoint.is_file():
+            saved = ckpt.load_checkpoint(checkpoint)
+            ckpt.check_compatible(saved, fingerprint, checkpoint)
+            if saved["step"] > steps:
+                raise ckpt.CheckpointError(
+                    f"the checkpoint {checkpoint} is at step {saved['step']}, beyond the "
+                    f"{steps} steps asked for; ask for at least {saved['step']} steps, or "
+                    "delete it or pass restart=False to start fresh"
+                )
+        driver = Driver(
+            state=state,
+            integrator=integrator,
+            forcefield=forcefield,
+            monitors=watch,
+            config=config,
+            n_replicas=n,
+            trajectories=TrajectoryReporter(paths) if paths is not None else None,
+            log=EnergyLog(logfile) if logfile is not None else None,
+            checkpoint=checkpoint,
+            fingerprint=fingerprint,
+        )
+        loop_start = time.perf_counter()
+        try:
+            if saved is not None:
+                driver.resume(saved)
+            else:
+                driver.start()
+            loop_start = time.perf_counter()
+            driver.run(progress=progress)
+        except BaseException:
+            driver.close()
+            if saved is None:
+                driver.remove_empty_outputs()
+            raise
         driver.close()
-    loop_time = time.perf_counter() - loop_start
+        loop_time = time.perf_counter() - loop_start
+        driver.verify_outputs()
     return SimulationResult(
         replicas=driver.results(),
         steps=driver.step,
@@ -353,6 +370,20 @@ def simulate(
         wall_time_s=time.perf_counter() - wall_start,
         atom_steps_per_s=driver.atom_steps / loop_time if loop_time > 0 else 0.0,
     )
+
+
+def _output_folders(
+    trajectory: str | os.PathLike | None, logfile: Path | None, checkpoint: Path | None
+) -> list[Path]:
+    """The folders that hold the run's outputs (locked while it runs), without duplicates."""
+    folders = []
+    if trajectory is not None:
+        folders.append(checkpoint_path_for(trajectory).parent)
+    folders += [p.parent for p in (logfile, checkpoint) if p is not None]
+    unique: dict[str, Path] = {}
+    for folder in folders:
+        unique.setdefault(os.path.abspath(folder), folder)
+    return list(unique.values())
 
 
 def _monitor_list(

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
-from tqdm.auto import tqdm
 
 from ase_mlmd.batch import AtomsBatch, batch_from_atoms
 from ase_mlmd.errors import MissingLabelsError
+from ase_mlmd.progress import progress_bar
 
 
 @dataclass
@@ -38,8 +38,13 @@ class LabelledBatch:
     n_atoms: torch.Tensor
 
 
-def frame_labels(atoms: Atoms, where: str) -> tuple[float, np.ndarray]:
+def frame_labels(
+    atoms: Atoms, where: str, require_energy: bool = True
+) -> tuple[float, np.ndarray]:
     """Energy (eV) and forces (n, 3) eV/Å of a labelled frame.
+
+    With ``require_energy=False`` a frame with forces only (e.g. mapped CG forces) gives energy
+    NaN; a force-only fit then sets ``energy_weight=0``.
 
     Raises:
         MissingLabelsError: the frame has no calculator results for energy or forces.
@@ -47,8 +52,11 @@ def frame_labels(atoms: Atoms, where: str) -> tuple[float, np.ndarray]:
     try:
         if atoms.calc is None:
             raise PropertyNotImplementedError
-        energy = float(atoms.get_potential_energy())
         forces = np.asarray(atoms.get_forces(), dtype=np.float64)
+        if require_energy or "energy" in atoms.calc.results:
+            energy = float(atoms.get_potential_energy())
+        else:
+            energy = float("nan")
     except PropertyNotImplementedError:
         raise MissingLabelsError(
             f"{where} has no energy and forces; training needs frames labelled with both (read "
@@ -66,6 +74,7 @@ class GraphDataset:
         device: where the tensors live (the training device).
         names: one name per frame for error messages (default ``frame {k}``).
         progress: show a progress bar while building neighbour lists.
+        require_energy: refuse frames without energy (False: their energy is NaN).
     """
 
     def __init__(
@@ -75,13 +84,16 @@ class GraphDataset:
         device: torch.device | str = "cpu",
         names: Sequence[str] | None = None,
         progress: bool = False,
+        require_energy: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self._graphs: list[AtomsBatch] = []
         energies, forces = [], []
-        for k, atoms in enumerate(tqdm(frames, desc="graphs", disable=not progress, leave=False)):
+        for k, atoms in enumerate(
+            progress_bar(frames, desc="graphs", disable=not progress, leave=False)
+        ):
             where = names[k] if names is not None else f"frame {k}"
-            energy, frame_forces = frame_labels(atoms, where)
+            energy, frame_forces = frame_labels(atoms, where, require_energy)
             energies.append(energy)
             forces.append(torch.from_numpy(frame_forces).to(self.device))
             self._graphs.append(batch_from_atoms([atoms], cutoff).to(device=self.device))

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ase_mlmd.fileio import atomic_write_text
+from ase_mlmd.progress import progress_bar
 from ase_mlmd.train.batches import GraphDataset
 from ase_mlmd.train.checkpoint import numpy_rng_state, save_train_checkpoint, set_numpy_rng_state
 from ase_mlmd.train.config import TrainConfig
@@ -181,7 +181,7 @@ class EpochLoop:
         """Train until a stopping rule holds; return its name."""
         run, config = self.run, self.config
         n_train = len(self.sets["train"])
-        bar = tqdm(
+        bar = progress_bar(
             total=config.max_epochs, initial=run.epoch, desc="epochs", disable=not self.progress
         )
         while (reason := self.stop_reason()) is None:
@@ -205,7 +205,7 @@ class EpochLoop:
         """Run the remaining batches of the epoch; True if ``max_time`` cut it short."""
         run, config = self.run, self.config
         run.model.train()
-        bar = tqdm(
+        bar = progress_bar(
             total=len(chunks),
             initial=run.batch,
             desc=f"epoch {run.epoch + 1}",
