@@ -62,6 +62,7 @@ class CLICommand:
     def run(args) -> None:
         from ase_mlmd.bench import BenchConfig, benchmark
         from ase_mlmd.bench.report import markdown_table
+        from ase_mlmd.outdir import lock_folder
 
         config = BenchConfig(
             system=args.system,
@@ -76,13 +77,14 @@ class CLICommand:
             reference_fes=args.reference_fes,
         )
         models = [m.strip() for m in args.models.split(",") if m.strip()]
-        report, runs = benchmark(
-            models,
-            args.reference,
-            args.output,
-            config,
-            data_format=args.format,
-            energy_unit=args.energy_unit,
-        )
+        with lock_folder(args.output, "report folder (-o)"):  # one run per folder
+            report, runs = benchmark(
+                models,
+                args.reference,
+                args.output,
+                config,
+                data_format=args.format,
+                energy_unit=args.energy_unit,
+            )
         print(markdown_table(config.protocol.kind, runs))
         print(f"report: {report} (metrics.json and plots beside it)")

@@ -60,22 +60,30 @@ class CLICommand:
 
     @staticmethod
     def run(args) -> None:
-        if args.system == "argon":
-            argon_demo(args)
-            return
-        from ase_mlmd.bench.demo import DemoConfig, run_demo
+        from ase_mlmd.outdir import lock_folder
 
-        run_demo(
-            DemoConfig(
-                output=args.output,
-                reference_steps=args.reference_steps,
-                retrain=args.retrain,
-                train_time=args.train_time,
-                replicas=args.replicas,
-                length_ps=args.length,
-                progress=not args.no_progress,
-            )
+        with lock_folder(Path(args.output), "output folder (-o)"):
+            _run(args)
+
+
+def _run(args) -> None:
+    """The demo of ``--system``, with the output folder locked."""
+    if args.system == "argon":
+        argon_demo(args)
+        return
+    from ase_mlmd.bench.demo import DemoConfig, run_demo
+
+    run_demo(
+        DemoConfig(
+            output=args.output,
+            reference_steps=args.reference_steps,
+            retrain=args.retrain,
+            train_time=args.train_time,
+            replicas=args.replicas,
+            length_ps=args.length,
+            progress=not args.no_progress,
         )
+    )
 
 
 def argon_demo(args) -> None:

@@ -111,6 +111,7 @@ class CLICommand:
             pretrain_to_pmf,
         )
         from ase_mlmd.diffsim.losses import LossWeights
+        from ase_mlmd.outdir import lock_folder
 
         states = _states(args, parser)
         engine = EngineConfig(
@@ -164,16 +165,17 @@ class CLICommand:
                 pretrain_to_pmf(potential, states)
         truth = _true_potential(args.true_potential, args.cutoff, states)
         out = Path(args.output)
-        result = fit(
-            potential,
-            states,
-            config,
-            out_dir=out,
-            true_potential=truth,
-            progress=not args.no_progress,
-            name=out.name or "diffsim-fit",
-            cutoff=args.cutoff,
-        )
+        with lock_folder(out, "output folder (-o)"):  # one run per folder
+            result = fit(
+                potential,
+                states,
+                config,
+                out_dir=out,
+                true_potential=truth,
+                progress=not args.no_progress,
+                name=out.name or "diffsim-fit",
+                cutoff=args.cutoff,
+            )
         print(f"{result.method}: {len(result.history)} iterations in {result.wall_time:.1f} s")
         for name, dev in zip(result.states, result.rdf_dev, strict=True):
             print(f"  rdf_dev {name}: {dev:.4g}")

@@ -40,7 +40,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_mlmd.data.reference import check_species, reference_calculator
 from ase_mlmd.errors import CheckpointMismatchError, DataFormatError, SimulationUnstableError
+from ase_mlmd.fileio import temporary_path
 from ase_mlmd.md.ase_md import AseMDConfig, make_dynamics
+from ase_mlmd.outdir import lock_file
 from ase_mlmd.threads import thread_limit
 
 #: a run stops if the kinetic temperature leaves this range (K), as in MDsim
@@ -145,7 +147,7 @@ class FrameFileWriter:
         if not self._pending and self.append:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = temporary_path(self.path)
         try:
             with open(tmp, "wb") as out:
                 if self.append:
@@ -297,6 +299,7 @@ def sample_reference(
     Raises:
         UnsupportedSpeciesError: elements the reference cannot handle (before any step).
         CheckpointMismatchError: ``output`` holds another run.
+        OutputLockedError: another run is writing ``output`` now (sidecar ``.NAME.lock``).
         SimulationUnstableError: NaN energy/forces or T > 100 000 K; the frames before stay.
     """
     from ase.io import read
@@ -310,65 +313,67 @@ def sample_reference(
     check_structure(atoms.positions, atoms.cell.array, atoms.pbc, "start structure")
     check_species(calc, atoms, "the start structure")
     output = Path(output)
-    start_step, resumed = 0, False
-    if resume and output.exists() and output.stat().st_size > 0:
-        done = _read_frames(output)
-        _check_resumable(output, done, atoms, name, config)
-        start_step, resumed = int(done[-1].info["step"]), True
-        atoms.positions = done[-1].positions
-        atoms.set_momenta(done[-1].get_momenta(), apply_constraint=False)
-        rng = np.random.default_rng([config.seed, start_step])
-    else:
-        rng = np.random.default_rng(config.seed)
-        _thermalize(atoms, config.temperature, rng)
-    if resumed and start_step == config.steps:
-        return _read_frames(output)
+    with lock_file(output, "frames file"):
+        start_step, resumed = 0, False
+        if resume and output.exists() and output.stat().st_size > 0:
+            done = _read_frames(output)
+            _check_resumable(output, done, atoms, name, config)
+            start_step, resumed = int(done[-1].info["step"]), True
+            atoms.positions = done[-1].positions
+            atoms.set_momenta(done[-1].get_momenta(), apply_constraint=False)
+            rng = np.random.default_rng([config.seed, start_step])
+        else:
+            rng = np.random.default_rng(config.seed)
+            _thermalize(atoms, config.temperature, rng)
+        if resumed and start_step == config.steps:
+            return _read_frames(output)
 
-    atoms.calc = calc
-    dyn = make_dynamics(atoms, config.md_config(), rng)
-    fingerprint = {"reference": name, **config.fingerprint()}
-    writer = FrameFileWriter(output, append=resumed, flush_seconds=flush_seconds)
-    bar = progress_bar(
-        total=config.steps,
-        initial=start_step,
-        unit="step",
-        disable=not progress,
-        desc=f"sample {name}",
-        mininterval=1.0,
-    )
-    try:
-        with thread_limit(threads):
-            for _ in dyn.irun(config.steps - start_step):
-                step = start_step + dyn.nsteps
-                bar.update(step - bar.n)
-                if step % config.every or (resumed and step == start_step):
-                    continue
-                temperature = atoms.get_temperature()
-                frame = labelled_copy(
-                    atoms,
-                    calc,
-                    {
-                        "step": step,
-                        "time_fs": step * config.timestep,
-                        "temperature_K": temperature,
-                        **fingerprint,
-                    },
-                )
-                energy, forces = frame.get_potential_energy(), frame.get_forces()
-                if not (np.isfinite(energy) and np.isfinite(forces).all()) or not (
-                    temperature < TEMPERATURE_LIMIT_K
-                ):
-                    raise SimulationUnstableError(
-                        f"reference MD with {name} blew up at step {step} (E = {energy} eV, "
-                        f"T = {temperature:.0f} K); the frames before it are in {output}. Use a "
-                        "smaller timestep, a lower temperature or a better start structure"
+        atoms.calc = calc
+        dyn = make_dynamics(atoms, config.md_config(), rng)
+        fingerprint = {"reference": name, **config.fingerprint()}
+        writer = FrameFileWriter(output, append=resumed, flush_seconds=flush_seconds)
+        bar = progress_bar(
+            total=config.steps,
+            initial=start_step,
+            unit="step",
+            disable=not progress,
+            desc=f"sample {name}",
+            mininterval=1.0,
+        )
+        try:
+            with thread_limit(threads):
+                for _ in dyn.irun(config.steps - start_step):
+                    step = start_step + dyn.nsteps
+                    bar.update(step - bar.n)
+                    if step % config.every or (resumed and step == start_step):
+                        continue
+                    temperature = atoms.get_temperature()
+                    frame = labelled_copy(
+                        atoms,
+                        calc,
+                        {
+                            "step": step,
+                            "time_fs": step * config.timestep,
+                            "temperature_K": temperature,
+                            **fingerprint,
+                        },
                     )
-                writer.add(frame)
-                bar.set_postfix(T=f"{temperature:.0f}K", E=f"{energy:.4f}eV")
-    finally:
-        bar.close()
-        writer.close()
-    return list(read(output, index=":", format="extxyz"))
+                    energy, forces = frame.get_potential_energy(), frame.get_forces()
+                    if not (np.isfinite(energy) and np.isfinite(forces).all()) or not (
+                        temperature < TEMPERATURE_LIMIT_K
+                    ):
+                        raise SimulationUnstableError(
+                            f"reference MD with {name} blew up at step {step} (E = {energy} eV, "
+                            f"T = {temperature:.0f} K); the frames before it are in {output}. "
+                            "Use a smaller timestep, a lower temperature or a better start "
+                            "structure"
+                        )
+                    writer.add(frame)
+                    bar.set_postfix(T=f"{temperature:.0f}K", E=f"{energy:.4f}eV")
+        finally:
+            bar.close()
+            writer.close()
+        return list(read(output, index=":", format="extxyz"))
 
 
 _LABEL_INFO_KEYS = ("energy", "free_energy", "stress", "forces", "reference", "source_index")
@@ -408,6 +413,7 @@ def label_frames(
         UnsupportedSpeciesError: a frame with elements the reference cannot handle (checked
             for all frames before any calculation).
         CheckpointMismatchError: ``output`` holds frames labelled otherwise or from other input.
+        OutputLockedError: another run is writing ``output`` now (sidecar ``.NAME.lock``).
     """
     from ase.io import read
 
@@ -422,39 +428,43 @@ def label_frames(
     for i, frame in enumerate(frames):
         check_species(calc, frame, f"frame {i} of {source}")
     output = Path(output)
-    done: list[Atoms] = []
-    if resume and output.exists() and output.stat().st_size > 0:
-        done = _read_frames(output)
-        for i, old in enumerate(done):
-            if old.info.get("reference") != name:
-                raise _mismatch(
-                    output, f"frame {i} is labelled by {old.info.get('reference')!r}, not {name!r}"
+    with lock_file(output, "frames file"):
+        done: list[Atoms] = []
+        if resume and output.exists() and output.stat().st_size > 0:
+            done = _read_frames(output)
+            for i, old in enumerate(done):
+                if old.info.get("reference") != name:
+                    raise _mismatch(
+                        output,
+                        f"frame {i} is labelled by {old.info.get('reference')!r}, not {name!r}",
+                    )
+                same_input = (
+                    i < len(frames)
+                    and len(old) == len(frames[i])
+                    and (old.numbers == frames[i].numbers).all()
+                    and np.allclose(old.positions, frames[i].positions, rtol=0.0, atol=1e-6)
                 )
-            same_input = (
-                i < len(frames)
-                and len(old) == len(frames[i])
-                and (old.numbers == frames[i].numbers).all()
-                and np.allclose(old.positions, frames[i].positions, rtol=0.0, atol=1e-6)
-            )
-            if not same_input:
-                raise _mismatch(output, f"its frame {i} is not frame {i} of {source}")
-    labelled = list(done)
-    writer = FrameFileWriter(output, append=bool(done), flush_seconds=flush_seconds)
-    with writer, thread_limit(threads):
-        for i in progress_bar(
-            range(len(done), len(frames)),
-            total=len(frames),
-            initial=len(done),
-            unit="frame",
-            disable=not progress,
-            desc=f"label {name}",
-            mininterval=1.0,
-        ):
-            info = {k: v for k, v in frames[i].info.items() if k not in _LABEL_INFO_KEYS}
-            frame = labelled_copy(frames[i], calc, {**info, "reference": name, "source_index": i})
-            writer.add(frame)
-            labelled.append(frame)
-    return labelled
+                if not same_input:
+                    raise _mismatch(output, f"its frame {i} is not frame {i} of {source}")
+        labelled = list(done)
+        writer = FrameFileWriter(output, append=bool(done), flush_seconds=flush_seconds)
+        with writer, thread_limit(threads):
+            for i in progress_bar(
+                range(len(done), len(frames)),
+                total=len(frames),
+                initial=len(done),
+                unit="frame",
+                disable=not progress,
+                desc=f"label {name}",
+                mininterval=1.0,
+            ):
+                info = {k: v for k, v in frames[i].info.items() if k not in _LABEL_INFO_KEYS}
+                frame = labelled_copy(
+                    frames[i], calc, {**info, "reference": name, "source_index": i}
+                )
+                writer.add(frame)
+                labelled.append(frame)
+        return labelled
 
 
 __all__ = [

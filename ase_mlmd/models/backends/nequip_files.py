@@ -17,6 +17,7 @@ import torch
 from ase.data import chemical_symbols
 
 from ase_mlmd.errors import CardError, ModelFileError, UntrustedModelError
+from ase_mlmd.fileio import atomic_output
 from ase_mlmd.models.backends.nequip import (
     DTYPE_NAMES,
     HYPERPARAMETERS_ATTR,
@@ -80,9 +81,8 @@ def export_nequip_card(
         k: v.detach().to("cpu").clone().contiguous()
         for k, v in wrapper.graph_model.state_dict().items()
     }
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "backend": "nequip"})
-    os.replace(tmp, weights)
+    with atomic_output(weights) as tmp:  # a unique temporary name, then os.replace
+        save_file(state, str(tmp), metadata={"format": "pt", "backend": "nequip"})
     table: dict[str, Any] = {
         "name": name,
         "description": description,

@@ -18,6 +18,7 @@ from ase.data import chemical_symbols
 from ase.symbols import symbols2numbers
 
 from ase_mlmd.errors import CardError, ModelFileError, UntrustedModelError
+from ase_mlmd.fileio import atomic_output
 from ase_mlmd.models.backends.schnetpack import (
     PICKLE_RISK,
     SCHNETPACK_CITATION,
@@ -84,9 +85,8 @@ def export_schnetpack_card(
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / (weights_file or f"{name}.safetensors")
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in nnp.state_dict().items()}
-    tmp = weights_path.with_name(f".{weights_path.name}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, weights_path)
+    with atomic_output(weights_path) as tmp:  # a unique temporary name, then os.replace
+        save_file(tensors, str(tmp))
     dtype = next(p.dtype for p in nnp.parameters() if p.is_floating_point())
     numbers = None if species is None else sorted(set(symbols2numbers(list(species))))
     table = {
