@@ -102,6 +102,7 @@ class CLICommand:
 
 def _run_openmm(args, options: dict, output: Path, parser):
     from ase_mlmd.data.openmm_reference import ala2_reference_trajectory
+    from ase_mlmd.outdir import lock_file
 
     if args.ensemble != "nvt-langevin":
         _fail(parser, "amber-implicit runs OpenMM's Langevin integrator only (nvt-langevin)")
@@ -114,19 +115,20 @@ def _run_openmm(args, options: dict, output: Path, parser):
             "overwrite it or choose another -o",
         )
     friction = AMBER_FRICTION_PER_FS if args.friction is None else args.friction
-    return ala2_reference_trajectory(
-        options.pop("prmtop"),
-        args.structure,
-        temperature=args.temperature,
-        timestep_fs=2.0 if args.timestep is None else args.timestep,
-        friction_per_ps=friction * 1000.0,
-        steps=args.steps,
-        every=args.every,
-        seed=args.seed,
-        output=output,
-        progress=not args.no_progress,
-        **options,
-    )
+    with lock_file(output, "frames file (-o)"):
+        return ala2_reference_trajectory(
+            options.pop("prmtop"),
+            args.structure,
+            temperature=args.temperature,
+            timestep_fs=2.0 if args.timestep is None else args.timestep,
+            friction_per_ps=friction * 1000.0,
+            steps=args.steps,
+            every=args.every,
+            seed=args.seed,
+            output=output,
+            progress=not args.no_progress,
+            **options,
+        )
 
 
 def _fail(parser, message: str) -> None:

@@ -137,10 +137,15 @@ class CLICommand:
             f"{result.test_force_mae_mev_per_angstrom:.2f} meV/Å "
             f"({result.n_test} test frames)"
         )
+        resumed = (
+            f", resumed from epoch {result.resumed_from_epoch} of {args.output}"
+            if result.resumed_from_epoch is not None
+            else ""
+        )
         print(
-            f"{result.epochs} epochs in {result.wall_time_s:.0f} s (stopped: {result.stop_reason});"
-            f" best validation force MAE {result.val_force_mae_mev_per_angstrom:.2f} meV/Å at "
-            f"epoch {result.best_epoch}"
+            f"{result.epochs} epochs in {result.wall_time_s:.0f} s (stopped: {result.stop_reason}"
+            f"{resumed}); best validation force MAE {result.val_force_mae_mev_per_angstrom:.2f} "
+            f"meV/Å at epoch {result.best_epoch}"
         )
         print(f"card: {result.card_path}")
 

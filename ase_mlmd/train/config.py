@@ -218,6 +218,7 @@ class TrainResult:
         n_train, n_val, n_test: frames per part.
         model: the exported model (best-validation EMA weights) in memory, on the training
             device.
+        resumed_from_epoch: epochs done by earlier runs when this one resumed, else None.
     """
 
     card_path: Path
@@ -234,3 +235,4 @@ class TrainResult:
     n_val: int
     n_test: int
     model: Any = field(default=None, repr=False, compare=False)
+    resumed_from_epoch: int | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +31,9 @@ from ase import Atoms
 from ase_mlmd.calculators.ml_calculator import resolve_device
 from ase_mlmd.data.splits import DatasetSplit, check_species_coverage, parse_split, split_indices
 from ase_mlmd.data.statistics import DatasetStatistics, dataset_statistics
-from ase_mlmd.errors import DataFormatError
+from ase_mlmd.errors import CorruptOutputError, DataFormatError
 from ase_mlmd.fileio import atomic_write_text
+from ase_mlmd.outdir import lock_folder
 from ase_mlmd.train.batches import GraphDataset
 from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint, run_fingerprint
 from ase_mlmd.train.config import TrainConfig, TrainResult
@@ -111,14 +113,45 @@ def train(
             the file and the differing settings).
         DataFormatError, MissingLabelsError, DatasetSplitError: unusable data or split.
         DeviceNotAvailableError: CUDA requested without a GPU.
+        OutputLockedError: another run is writing to ``output_dir`` now (it is locked while
+            this one runs, see :mod:`ase_mlmd.outdir`).
+        CorruptOutputError: the card or weights written do not read back.
     """
     started = time.monotonic()
     config = config or TrainConfig()
     config.validate()
     device = resolve_device(config.device)
     output_dir = Path(output_dir)
-    checkpoint = output_dir / CHECKPOINT_FILE
+    with lock_folder(output_dir, "training output folder"):
+        return _train(
+            frames_or_path,
+            config,
+            output_dir,
+            device,
+            started,
+            data_format=data_format,
+            energy_unit=energy_unit,
+            resume=resume,
+            progress=progress,
+            command=command,
+        )
 
+
+def _train(
+    frames_or_path: Sequence[Atoms] | str | os.PathLike,
+    config: TrainConfig,
+    output_dir: Path,
+    device: Any,
+    started: float,
+    *,
+    data_format: str | None,
+    energy_unit: str | None,
+    resume: bool,
+    progress: bool,
+    command: str | None,
+) -> TrainResult:
+    """:func:`train` once its output folder is locked."""
+    checkpoint = output_dir / CHECKPOINT_FILE
     frames, data_info = load_frames(frames_or_path, data_format, energy_unit)
     split = make_split(frames, config)
     indices = {part: split.indices(part) for part in ("train", "val", "test")}
@@ -127,6 +160,8 @@ def train(
     if resume and checkpoint.is_file():
         stored = load_train_checkpoint(checkpoint)
         check_compatible(stored, fingerprint, checkpoint)
+        if progress:
+            print(f"train: {resumed_from(stored, output_dir)}", file=sys.stderr, flush=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         checkpoint.unlink(missing_ok=True)
@@ -170,11 +205,43 @@ def train(
         n_val=len(indices["val"]),
         n_test=len(indices["test"]),
         model=run.ema.model,
+        resumed_from_epoch=None if stored is None else int(stored["epoch"]),
     )
     provenance = _provenance(data_info, split, config, stats, test, result, command)
     name = config.name or _default_name(output_dir)
     export_card(run.ema.model, config, output_dir, name, provenance)
+    verify_card(result.card_path)
     return result
+
+
+def resumed_from(stored: dict[str, Any], output_dir: Path) -> str:
+    """One line saying where a resumed run picks up: epochs done, batch within the next."""
+    epoch, batch = int(stored["epoch"]), int(stored.get("batch", 0))
+    within = f", batch {batch} of epoch {epoch + 1}" if batch else ""
+    return (
+        f"resumed from epoch {epoch}{within} of {output_dir} (its {CHECKPOINT_FILE}; "
+        "--no-resume / resume=False starts afresh)"
+    )
+
+
+def verify_card(card_path: Path) -> None:
+    """Read the exported card and its weights back (sha256 and safetensors decoding).
+
+    Raises:
+        CorruptOutputError: they do not read back.
+    """
+    from ase_mlmd.calculators.cards import load_state_dict, read_card
+
+    try:
+        tensors = load_state_dict(read_card(card_path))
+        if not tensors:
+            raise ValueError("the weights file holds no tensors")
+    except Exception as err:
+        raise CorruptOutputError(
+            f"training finished but its card {card_path} or the weights it names do not read "
+            f"back ({type(err).__name__}: {err}); another process may have written to the "
+            "folder at the same time. Train again into a new folder"
+        ) from None
 
 
 def _default_name(output_dir: Path) -> str:
