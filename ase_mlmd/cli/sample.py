@@ -20,7 +20,9 @@ class CLICommand:
     starts afresh).
 
     amber-implicit runs OpenMM's own LangevinMiddleIntegrator with bonds to hydrogen
-    constrained (defaults: 2 fs, friction 0.5/ps); it does not resume.
+    constrained (defaults: 2 fs, friction 0.5/ps); it does not resume. tip3p-water (a box of
+    rigid TIP3P water, atoms O,H,H,... with PME; -p cutoff=9) runs the same integrator with
+    rigid molecules (defaults: 2 fs, friction 1/ps), positions unwrapped; it does not resume.
 
     Examples:
 
@@ -69,6 +71,8 @@ class CLICommand:
         output = Path(args.output)
         if args.reference.lower() == "amber-implicit":
             frames = _run_openmm(args, options, output, parser)
+        elif args.reference.lower() == "tip3p-water":
+            frames = _run_openmm_water(args, options, output, parser)
         else:
             from ase_mlmd.data.reference import reference_calculator
             from ase_mlmd.data.sampling import SamplingConfig, sample_reference
@@ -129,6 +133,37 @@ def _run_openmm(args, options: dict, output: Path, parser):
             progress=not args.no_progress,
             **options,
         )
+
+
+def _run_openmm_water(args, options: dict, output: Path, parser):
+    from ase.io import read
+
+    from ase_mlmd.data.openmm_water import water_reference_trajectory
+
+    if args.ensemble != "nvt-langevin":
+        _fail(parser, "tip3p-water runs OpenMM's Langevin integrator only (nvt-langevin)")
+    unknown = sorted(set(options) - {"cutoff", "platform"})
+    if unknown:
+        _fail(parser, f"tip3p-water has no option(s) {unknown}; its -p options: cutoff, platform")
+    if output.exists() and not args.no_resume:
+        _fail(
+            parser,
+            f"{output} exists and tip3p-water runs do not resume; pass --no-resume to "
+            "overwrite it or choose another -o",
+        )
+    return water_reference_trajectory(
+        read(args.structure, index=args.index),
+        temperature=args.temperature,
+        timestep_fs=2.0 if args.timestep is None else args.timestep,
+        friction_per_ps=1.0 if args.friction is None else args.friction * 1000.0,
+        steps=args.steps,
+        every=args.every,
+        seed=args.seed,
+        output=output,
+        threads=args.threads or None,
+        progress=not args.no_progress,
+        **options,
+    )
 
 
 def _fail(parser, message: str) -> None:

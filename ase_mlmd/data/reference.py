@@ -19,6 +19,9 @@ Built-in references (no download; see :data:`REFERENCES`):
 * ``amber-implicit`` — an AMBER topology in OBC2 implicit solvent through OpenMM
   (:class:`~ase_mlmd.data.openmm_reference.OpenMMCalculator`); option ``prmtop=FILE``
   (required), ``implicit_solvent``, ``platform``.
+* ``tip3p-water`` — a periodic box of rigid TIP3P water with PME through OpenMM
+  (:class:`~ase_mlmd.data.openmm_water.TIP3PWaterCalculator`); options ``cutoff`` (Å, default
+  9), ``platform``, ``ewald_tolerance``, ``threads``.
 
 Any other name is looked up as a model card (:func:`ase_mlmd.calculators.registry.
 load_calculator`, options ``device``, ``trust``, ``dtype``).
@@ -46,6 +49,7 @@ REFERENCES: dict[str, str] = {
     "emt": "ASE's effective-medium theory: Al Cu Ag Au Ni Pd Pt (H C N O for tests only)",
     "lj": "ASE's Lennard-Jones (options sigma [1 Å], epsilon [1 eV], rc [3 sigma])",
     "amber-implicit": "AMBER topology in OBC2 implicit solvent via OpenMM (option prmtop=FILE)",
+    "tip3p-water": "rigid TIP3P water box with PME via OpenMM (options cutoff [9 Å], platform)",
 }
 
 #: elements tblite's xTB methods parametrize (H..Rn)
@@ -55,7 +59,7 @@ XTB_NUMBERS = frozenset(range(1, 87))
 XTB_ACCURACY = 0.01
 
 #: options left out of ``reference_name`` because they do not change the labels
-_NAME_NEUTRAL_OPTIONS = {"device", "verbosity", "platform", "trust"}
+_NAME_NEUTRAL_OPTIONS = {"device", "verbosity", "platform", "trust", "threads"}
 
 
 def reference_name(name: str, options: dict[str, Any]) -> str:
@@ -119,6 +123,11 @@ def reference_calculator(name: str, **options: Any) -> BaseCalculator:
                 "(CLI: -p prmtop=PATH.prmtop)"
             )
         calc = OpenMMCalculator(**options)
+    elif key == "tip3p-water":
+        from ase_mlmd.data.openmm_water import TIP3PWaterCalculator
+
+        _check_options(name, options, {"cutoff", "platform", "ewald_tolerance", "threads"})
+        calc = TIP3PWaterCalculator(**options)
     else:
         from ase_mlmd.calculators.registry import load_calculator
 
