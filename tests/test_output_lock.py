@@ -200,9 +200,7 @@ def work(tmp_path, monkeypatch):
         (["demo", "--system", "argon", "--melt-steps", "10"], "demo", True),
     ],
 )
-def test_every_command_refuses_a_locked_output(
-    work, capsys, other_process, args, output, folder
-):
+def test_every_command_refuses_a_locked_output(work, capsys, other_process, args, output, folder):
     lock = lock_file_for(work / output, folder)
     write_lock(lock, other_process.pid)
     refused([*args, "-o", output], capsys, other_process.pid)

@@ -64,7 +64,8 @@ def checkpoint_path_for(pattern: str | os.PathLike) -> Path:
 
 
 def count_frames(path: Path) -> int:
-    """Number of frames in an ASE ``.traj`` file (0 if it does not exist or is empty).
+    """Number of frames in an ASE ``.traj`` file (0 if it does not exist or is empty); the
+    last frame is decoded to check the file.
 
     Raises:
         CorruptOutputError: the file exists but ASE cannot read it.
@@ -75,6 +76,8 @@ def count_frames(path: Path) -> int:
         return 0
     try:
         with Trajectory(str(path), "r") as traj:
+            if len(traj):
+                traj[len(traj) - 1]  # noqa: B018 - decode the last frame too
             return len(traj)
     except Exception as err:  # ulm/JSON errors of a file written by two processes, ...
         raise _corrupt(path, err) from None
