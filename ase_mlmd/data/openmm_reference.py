@@ -276,9 +276,9 @@ def ala2_reference_trajectory(
     """
     import openmm
     from openmm import unit
-    from tqdm.auto import tqdm
 
     from ase_mlmd.data.sampling import FrameFileWriter
+    from ase_mlmd.progress import progress_bar
 
     if steps < 0 or every < 1:
         raise ValueError(f"steps must be >= 0 and every >= 1 (got {steps}, {every})")
@@ -338,7 +338,9 @@ def ala2_reference_trajectory(
 
     frames = [frame(0)]
     writer = FrameFileWriter(output, append=False, flush_seconds=flush_seconds) if output else None
-    bar = tqdm(total=steps, unit="step", disable=not progress, desc="OpenMM MD", mininterval=1.0)
+    bar = progress_bar(
+        total=steps, unit="step", disable=not progress, desc="OpenMM MD", mininterval=1.0
+    )
     try:
         if writer:
             writer.add(frames[0])

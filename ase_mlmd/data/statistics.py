@@ -18,10 +18,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.data import chemical_symbols
-from tqdm.auto import tqdm
 
 from ase_mlmd.errors import MissingLabelsError
 from ase_mlmd.neighbors import system_neighbors
+from ase_mlmd.progress import progress_bar
 
 
 @dataclass
@@ -125,7 +125,7 @@ def avg_num_neighbors(frames: Sequence[Atoms], cutoff: float, progress: bool = F
     """Mean number of neighbours within ``cutoff`` (Å) per atom, periodic images included,
     over all atoms of all frames (the full neighbour list of :mod:`ase_mlmd.neighbors`)."""
     edges, atoms_total = 0, 0
-    for atoms in tqdm(frames, desc="neighbours", disable=not progress):
+    for atoms in progress_bar(frames, desc="neighbours", disable=not progress):
         edge_index, _ = system_neighbors(atoms.positions, np.asarray(atoms.cell), atoms.pbc, cutoff)
         edges += edge_index.shape[1]
         atoms_total += len(atoms)

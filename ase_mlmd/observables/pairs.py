@@ -248,9 +248,9 @@ def iter_pair_counts(
         scale *= float(np.sqrt(geometry.metric[0, 0, 0]))  # fractional → Å folded into the scale
     starts = range(0, n_frames, chunk)
     if progress:
-        from tqdm.auto import tqdm
+        from ase_mlmd.progress import progress_bar
 
-        starts = tqdm(starts, desc="pair histograms", unit="chunk")
+        starts = progress_bar(starts, desc="pair histograms", unit="chunk")
     for start in starts:
         stop = min(start + chunk, n_frames)
         coords = geometry.coordinates(positions[start:stop], start)
