@@ -116,6 +116,11 @@ class AtomsBatch(SystemSizes):
         return list(torch.split(per_atom, self.n_atoms.tolist()))
 
 
+#: a periodic cell is degenerate when its thinnest principal extent is below this fraction of its
+#: widest one (parallel or coplanar vectors, up to rounding); no physical cell comes close
+DEGENERATE_CELL_TOLERANCE = 1e-6
+
+
 def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, where: str) -> None:
     """Raise :class:`InvalidStructureError` for coordinates or cells that cannot be evaluated.
 
@@ -139,11 +144,12 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, wh
         raise InvalidStructureError(
             f"{where}: the cell contains NaN or infinite entries; fix atoms.cell"
         )
-    periodic_vectors = np.asarray(cell)[pbc]
-    gram = periodic_vectors @ periodic_vectors.T
-    measure = float(np.sqrt(max(np.linalg.det(gram), 0.0)))
-    scale = float(np.linalg.norm(periodic_vectors, axis=1).prod()) or 1.0
-    if measure <= 1e-8 * scale or measure < 1e-8:
+    periodic_vectors = np.asarray(cell, dtype=np.float64)[pbc]
+    # The singular values of the periodic vectors measure the cell's extent along its principal
+    # directions; each is accurate to ~1e-16 of the largest, so the relative test below also
+    # catches parallel or coplanar vectors whose determinant rounds to a tiny non-zero value.
+    singular = np.linalg.svd(periodic_vectors, compute_uv=False)
+    if singular[-1] <= DEGENERATE_CELL_TOLERANCE * singular[0] or singular[-1] < 1e-8:
         raise InvalidStructureError(
             f"{where}: pbc={pbc.tolist()} but the periodic cell vectors span zero "
             f"{['length', 'area', 'volume'][pbc.sum() - 1]} (cell={np.asarray(cell).tolist()}); "
