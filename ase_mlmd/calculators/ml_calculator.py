@@ -73,8 +73,11 @@ class MLCalculator(Calculator):
         return self.model.cutoff
 
     def _evaluate(self, structures: Sequence[Atoms], properties: Iterable[str]) -> dict:
+        check_atoms = getattr(self.model, "check_atoms", None)  # e.g. CG models: bead types
         for atoms in structures:
             self.model.check_species(atoms.numbers)
+            if check_atoms is not None:
+                check_atoms(atoms)
         batch = batch_from_atoms(structures, self.model.cutoff, device=self.device)
         return evaluate(self.model, batch, properties)
 

@@ -24,6 +24,7 @@ from ase_mlmd.calculators.cards import (
 )
 from ase_mlmd.calculators.ml_calculator import MLCalculator
 from ase_mlmd.errors import CardError, UnknownCalculatorError
+from ase_mlmd.models.cg_model import CG_BACKEND, cg_model_from_card
 from ase_mlmd.models.interface import EnergyModel
 from ase_mlmd.models.neural_pair import NeuralPair
 from ase_mlmd.models.pair import LennardJones, Morse, SoftSphere, Yukawa
@@ -114,6 +115,8 @@ def model_from_card(card: ModelCard, trust: bool = False) -> EnergyModel:
             model = backend.model_from_file(verify_weights(card), card.weights.format, card)
         else:
             model = backend.model_from_state_dict(card, load_state_dict(card))
+    elif card.backend == CG_BACKEND:  # coarse-grained prior + network (safetensors only)
+        model = cg_model_from_card(card, load_state_dict(card))
     else:
         raise CardError(
             f"{card.path}: unknown backend {card.backend!r}; use one of "

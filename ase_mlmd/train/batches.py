@@ -38,9 +38,7 @@ class LabelledBatch:
     n_atoms: torch.Tensor
 
 
-def frame_labels(
-    atoms: Atoms, where: str, require_energy: bool = True
-) -> tuple[float, np.ndarray]:
+def frame_labels(atoms: Atoms, where: str, require_energy: bool = True) -> tuple[float, np.ndarray]:
     """Energy (eV) and forces (n, 3) eV/Å of a labelled frame.
 
     With ``require_energy=False`` a frame with forces only (e.g. mapped CG forces) gives energy

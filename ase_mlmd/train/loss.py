@@ -51,7 +51,9 @@ def batch_loss(
     """
     wanted = ("energy", "forces") if force_weight > 0 else ("energy",)
     out = evaluate(model, data.batch, wanted, create_graph=force_weight > 0)
-    loss = energy_weight * (((out["energy"] - data.energy) / data.n_atoms) ** 2).mean()
+    loss = out["energy"].new_zeros(())
+    if energy_weight > 0:  # force-only fits (no energies: NaN labels) leave the term out
+        loss = loss + energy_weight * (((out["energy"] - data.energy) / data.n_atoms) ** 2).mean()
     if force_weight > 0:
         loss = loss + force_weight * ((out["forces"] - data.forces) ** 2).mean()
     return loss

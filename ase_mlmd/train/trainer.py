@@ -18,11 +18,12 @@ stopping on the validation force MAE of the averaged weights, within ``max_epoch
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from ase_mlmd.data.splits import DatasetSplit, check_species_coverage, parse_spl
 from ase_mlmd.data.statistics import DatasetStatistics, dataset_statistics
 from ase_mlmd.errors import CorruptOutputError, DataFormatError
 from ase_mlmd.fileio import atomic_write_text
+from ase_mlmd.models.interface import EnergyModel
 from ase_mlmd.outdir import lock_folder
 from ase_mlmd.train.batches import GraphDataset
 from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint, run_fingerprint
@@ -91,6 +93,8 @@ def train(
     resume: bool = True,
     progress: bool = True,
     command: str | None = None,
+    model: EnergyModel | None = None,
+    export: Callable[[EnergyModel, Path, str, dict[str, Any]], Path] | None = None,
 ) -> TrainResult:
     """Train a model on labelled frames and export it as ``output_dir/card.toml``.
 
@@ -104,6 +108,12 @@ def train(
             and overwrite it).
         progress: show progress bars.
         command: the command line to record in the card (default: the Python call).
+        model: a ready model to train instead of one built from ``config.model`` and the data
+            statistics (e.g. a CG prior + network sum, :mod:`ase_mlmd.models.cg_model`); its
+            initial weights enter the checkpoint fingerprint. With ``energy_weight=0`` frames
+            need forces only.
+        export: writes the card instead of :func:`export_card`:
+            ``export(model, output_dir, name, provenance) -> card path``.
 
     Returns:
         the test errors (best-validation EMA weights), epochs, wall time and card path.
@@ -134,6 +144,8 @@ def train(
             resume=resume,
             progress=progress,
             command=command,
+            model=model,
+            export=export,
         )
 
 
@@ -149,6 +161,8 @@ def _train(
     resume: bool,
     progress: bool,
     command: str | None,
+    model: EnergyModel | None,
+    export: Callable[[EnergyModel, Path, str, dict[str, Any]], Path] | None,
 ) -> TrainResult:
     """:func:`train` once its output folder is locked."""
     checkpoint = output_dir / CHECKPOINT_FILE
@@ -156,6 +170,8 @@ def _train(
     split = make_split(frames, config)
     indices = {part: split.indices(part) for part in ("train", "val", "test")}
     fingerprint = run_fingerprint(config, frames, indices)
+    if model is not None:
+        fingerprint["initial_model"] = _state_digest(model)
     stored = None
     if resume and checkpoint.is_file():
         stored = load_train_checkpoint(checkpoint)
@@ -169,7 +185,8 @@ def _train(
     atomic_write_text(output_dir / SPLIT_FILE, json.dumps(split_record) + "\n")
 
     train_frames = split.frames(frames, "train")
-    stats = dataset_statistics(train_frames, config.cutoff)
+    needs_energy = config.energy_weight > 0
+    stats = dataset_statistics(train_frames, config.cutoff) if model is None else None
     sets = {
         part: GraphDataset(
             split.frames(frames, part),
@@ -177,10 +194,11 @@ def _train(
             device,
             names=[f"frame {i}" for i in indices[part]],
             progress=progress,
+            require_energy=needs_energy,
         )
         for part in ("train", "val", "test")
     }
-    run = TrainingState(build_model(config, stats).to(device), config)
+    run = TrainingState((model or build_model(config, stats)).to(device), config)
     if stored is not None:
         run.restore(stored)
     loop = EpochLoop(run, config, sets, fingerprint, checkpoint, started, progress)
@@ -209,8 +227,11 @@ def _train(
     )
     provenance = _provenance(data_info, split, config, stats, test, result, command)
     name = config.name or _default_name(output_dir)
-    export_card(run.ema.model, config, output_dir, name, provenance)
-    verify_card(result.card_path)
+    if export is not None:
+        export(run.ema.model, output_dir, name, provenance)
+    else:
+        export_card(run.ema.model, config, output_dir, name, provenance)
+        verify_card(result.card_path)
     return result
 
 
@@ -244,6 +265,15 @@ def verify_card(card_path: Path) -> None:
         ) from None
 
 
+def _state_digest(model: EnergyModel) -> str:
+    """sha256 over a model's state_dict (names, shapes and values), for the fingerprint."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _default_name(output_dir: Path) -> str:
     return output_dir.resolve().name or "model"
 
@@ -252,7 +282,7 @@ def _provenance(
     data_info: dict[str, Any],
     split: DatasetSplit,
     config: TrainConfig,
-    stats: DatasetStatistics,
+    stats: DatasetStatistics | None,
     test: Errors,
     result: TrainResult,
     command: str | None,
@@ -260,7 +290,9 @@ def _provenance(
     from ase_mlmd import __version__
 
     split_info = {k: v for k, v in split.as_dict().items() if v is not None}
-    stat_info = {k: v for k, v in stats.as_dict().items() if k != "n_frames"}
+    stat_info = (
+        {} if stats is None else {k: v for k, v in stats.as_dict().items() if k != "n_frames"}
+    )
     mev = test.in_mev()
     return {
         **data_info,
