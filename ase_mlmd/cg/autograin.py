@@ -196,7 +196,8 @@ def autograin(
         MissingLabelsError: ``rho > 0`` and a frame has no forces (names the frame).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from ase_mlmd.progress import progress_bar
 
     frames = list(frames)
     if len(frames) < 2:
@@ -234,7 +235,7 @@ def autograin(
             0.1 * torch.randn(n_atoms, config.n_beads, dtype=dtype, device=device)
         )
         optimizer = torch.optim.Adam([logits, decoder], lr=config.lr)
-        bar = tqdm(range(config.epochs), desc="autograin", disable=not progress, leave=False)
+        bar = progress_bar(range(config.epochs), desc="autograin", disable=not progress)
         for epoch in bar:
             tau = tau_schedule(epoch, config.epochs)
             order = torch.randperm(len(x_all), device=device)
