@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import pickle
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -244,12 +245,49 @@ def load_state_dict(card: ModelCard) -> dict[str, torch.Tensor]:
             return state
     except ModelFileError:
         raise
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):
+            raise _not_a_plain_state_dict(card, path) from None
+        raise _unreadable(path, fmt, _unpickler_reason(err)) from None
     except Exception as err:  # safetensors/torch raise many types for corrupt files
-        raise ModelFileError(
-            f"could not read weights {path} as {fmt}: {type(err).__name__}: {err}. The file is "
-            "corrupt or not in this format"
-        ) from None
+        raise _unreadable(path, fmt, err) from None
     raise ModelFileError(f"{path}: format {fmt!r} does not hold a plain state_dict")
+
+
+def _unreadable(path: Path, fmt: str, err: Exception | str) -> ModelFileError:
+    reason = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    return ModelFileError(
+        f"could not read weights {path} as {fmt}: {reason}. The file is corrupt or not in this "
+        "format"
+    )
+
+
+def _unpickler_reason(err: pickle.UnpicklingError) -> str:
+    """The reason in torch's weights-only unpickling error, without its advice to load with
+    ``weights_only=False`` (which would run code from a file that is not even a state_dict)."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip().split("\n", 1)[0].strip()
+    else:
+        text = text.split(".", 1)[0]
+    return f"not a torch pickle of tensors ({text})"
+
+
+def _not_a_plain_state_dict(card: ModelCard, path: Path) -> ModelFileError:
+    """The error for a file labelled ``state_dict`` that holds pickled objects beyond tensors.
+
+    torch's own message advises ``weights_only=False``, which would run the file's code; this one
+    names the safe alternatives and the explicit-trust route instead.
+    """
+    return ModelFileError(
+        f'{path} is labelled format = "state_dict" in card {card.path}, but it is not a plain '
+        "state_dict: it contains pickled code or objects (e.g. a whole torch.save'd model), and "
+        "unpickling them can run arbitrary code, so it was not loaded. If it comes from someone "
+        "you trust, change the card's [weights] format to \"pickle\" (or the backend's own "
+        "format) and load with trust=True (Python) or --trust-model (command line). Safer: "
+        "re-export the tensors only, with torch.save(model.state_dict(), ...) or as safetensors"
+    )
 
 
 def write_card(table: dict[str, Any], path: str | os.PathLike) -> Path:

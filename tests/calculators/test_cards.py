@@ -198,6 +198,7 @@ def test_garbage_weights_with_a_matching_checksum(tmp_path, fmt):
         load_state_dict(card)
     assert not isinstance(err.value, ChecksumMismatchError)
     assert f"weights.{fmt}" in str(err.value) and "corrupt" in str(err.value)
+    assert "weights_only" not in str(err.value)  # torch's advice to unpickle is not repeated
 
 
 def test_truncated_safetensors(tmp_path):
@@ -215,15 +216,31 @@ class NotATensor:
 
 @pytest.mark.parametrize(
     ("obj", "message"),
-    [([torch.ones(2)], "does not hold a state_dict"), (NotATensor(), "could not read weights")],
+    [([torch.ones(2)], "does not hold a state_dict"), (NotATensor(), "not a plain state_dict")],
 )
 def test_state_dict_format_rejects_non_tensor_pickles(tmp_path, obj, message):
     buffer = tmp_path / "obj.pt"
     torch.save(obj, buffer)
     table = lj_table(weights=weights_table(tmp_path, buffer.read_bytes(), "state_dict"))
     card = read_card(write_card(table, tmp_path / "obj.toml"))
-    with pytest.raises(ModelFileError, match=message):
+    with pytest.raises(ModelFileError, match=message) as err:
         load_state_dict(card)
+    assert "weights_only=False" not in str(err.value)  # never torch's advice to run the pickle
+
+
+def test_disguised_pickle_says_how_to_load_it_with_explicit_trust(tmp_path):
+    """A whole pickled model labelled state_dict: the message says what the file is and names
+    the explicit-trust route (card format + trust flag), never torch's weights_only advice."""
+    buffer = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), buffer)
+    table = lj_table(weights=weights_table(tmp_path, buffer.read_bytes(), "state_dict"))
+    card = read_card(write_card(table, tmp_path / "disguised.toml"))
+    with pytest.raises(ModelFileError) as err:
+        load_state_dict(card)
+    message = str(err.value)
+    assert "not a plain state_dict" in message and "pickled" in message
+    assert "trust=True" in message and "--trust-model" in message and '"pickle"' in message
+    assert "weights_only" not in message and "will likely succeed" not in message
 
 
 def test_checksum_mismatch(tmp_path):
