@@ -202,3 +202,16 @@ def test_md_progress_in_a_captured_stderr_has_no_escape_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "MD: 10/10 step (100%)" in err and "\r" not in err
     assert np.isfinite(atoms.get_potential_energy())
+
+
+def test_a_failed_fresh_torch_run_leaves_no_empty_files(tmp_path, monkeypatch):
+    """The trajectories are open and the log has its header when writing step 0 fails."""
+    from ase_mlmd.md.reporters import EnergyLog
+
+    def fail(self, *args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(EnergyLog, "write", fail)
+    with pytest.raises(OSError, match="disk full"):
+        run(tmp_path / "run", steps=20)
+    assert not (tmp_path / "run").exists()  # no empty files, no lock; the folder was new
