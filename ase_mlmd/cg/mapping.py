@@ -265,22 +265,29 @@ class CGMapping:
         return cg
 
     def _shift_into_cell(self, positions: np.ndarray, masses: np.ndarray, atoms: Atoms):
+        """Shift each CG molecule by the lattice vector that puts its centre of mass in the
+        cell (periodic directions only)."""
         cell = atoms.cell.array
-        periodic = np.asarray(atoms.pbc, dtype=bool)
-        inverse = np.linalg.inv(cell)
-        shifted = positions.copy()
-        for molecule in self._bead_molecules():
-            centre = masses[molecule] @ positions[molecule] / masses[molecule].sum()
-            frac = centre @ inverse
-            shift = np.where(periodic, np.floor(frac), 0.0)
-            shifted[molecule] -= shift @ cell
-        return shifted
+        labels = self._bead_molecule_labels()
+        total = np.bincount(labels, weights=masses)
+        centres = (
+            np.stack(
+                [np.bincount(labels, weights=masses * positions[:, k]) for k in range(3)], axis=1
+            )
+            / total[:, None]
+        )
+        shifts = np.floor(centres @ np.linalg.inv(cell))
+        shifts[:, ~np.asarray(atoms.pbc, dtype=bool)] = 0.0
+        return positions - (shifts @ cell)[labels]
 
-    def _bead_molecules(self) -> list[np.ndarray]:
-        cached = getattr(self, "_molecules_cache", None)
+    def _bead_molecule_labels(self) -> np.ndarray:
+        """(n_beads,) index of the CG molecule (connected bead component) of each bead."""
+        cached = getattr(self, "_molecule_labels", None)
         if cached is None:
-            cached = connected_components(self.n_beads, self.topology().bonds)
-            object.__setattr__(self, "_molecules_cache", cached)
+            cached = np.empty(self.n_beads, dtype=int)
+            for k, beads in enumerate(connected_components(self.n_beads, self.topology().bonds)):
+                cached[beads] = k
+            object.__setattr__(self, "_molecule_labels", cached)
         return cached
 
     # -- topology -------------------------------------------------------------------------
@@ -298,17 +305,21 @@ class CGMapping:
         unmapped = np.array([not m for m in member_of])
         for i, j in self.bonds:
             pairs |= {(min(a, b), max(a, b)) for a in member_of[i] for b in member_of[j] if a != b}
-        if unmapped.any():
+        if unmapped.any():  # beads joined through atoms of no bead (a Cα trace)
             inner = self.bonds[unmapped[self.bonds].all(axis=1)]
             relabel = -np.ones(self.n_atoms, dtype=int)
             relabel[unmapped] = np.arange(unmapped.sum())
-            for component in connected_components(int(unmapped.sum()), relabel[inner]):
-                atoms = set(np.flatnonzero(unmapped)[component].tolist())
-                touching = sorted(
-                    {b for i, j in self.bonds for a, c in ((i, j), (j, i)) if a in atoms
-                     for b in member_of[c]}
-                )  # fmt: skip
-                pairs |= {(a, b) for a in touching for b in touching if a < b}
+            component_of = -np.ones(self.n_atoms, dtype=int)
+            components = connected_components(int(unmapped.sum()), relabel[inner])
+            for k, component in enumerate(components):
+                component_of[np.flatnonzero(unmapped)[component]] = k
+            touching: list[set[int]] = [set() for _ in components]
+            for i, j in self.bonds:
+                for a, c in ((i, j), (j, i)):
+                    if component_of[a] >= 0:
+                        touching[component_of[a]].update(member_of[c])
+            for beads in touching:
+                pairs |= {(a, b) for a in beads for b in beads if a < b}
         return CGTopology.from_bonds(self.bead_types, sorted(pairs))
 
     # -- many molecules -------------------------------------------------------------------

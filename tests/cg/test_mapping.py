@@ -326,3 +326,15 @@ def test_forces_of_a_singlepoint_frame_and_the_mapped_calculator(ala2_frames):
     beads = mapping.apply(atoms)[0]
     assert np.allclose(beads.get_forces().sum(axis=0), forces.sum(axis=0))  # total force kept
     assert "aa_energy" not in beads.info
+
+
+def test_beads_joined_through_unmapped_atoms_are_bonded():
+    """A Cα-trace-like partial mapping: beads on atoms 0, 3 and 6 of a chain; atoms 1-2 and 4-5
+    (no bead) join them, a side group 7-8 hangs on atom 3 only."""
+    chain = Atoms("C9", positions=np.arange(27, dtype=float).reshape(9, 3))
+    bonds = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (3, 7), (7, 8)]
+    mapping = from_groups(
+        chain, [[0], [3], [6]], bead_types=["CA"] * 3, allow_unmapped=True, bonds=bonds
+    )
+    assert mapping.topology().bonds.tolist() == [[0, 1], [1, 2]]
+    assert mapping.topology().angles.tolist() == [[0, 1, 2]]
