@@ -123,3 +123,22 @@ def test_short_trajectory_is_physical(box, tmp_path):
     # the stored forces are the calculator's at the stored positions
     calc = TIP3PWaterCalculator(cutoff=5.0, platform="Reference")
     np.testing.assert_allclose(calc.get_forces(last), last.get_forces(), atol=2e-3)
+
+
+def test_cli_sample_runs_tip3p_water(box, tmp_path, capsys):
+    from ase.io import write
+
+    from ase_mlmd.cli import main as cli_main
+
+    start = tmp_path / "box.extxyz"
+    write(start, box)
+    out = tmp_path / "water.extxyz"
+    args = ["sample", str(start), "--reference", "tip3p-water", "-p", "cutoff=5.0"]
+    cli_main.main([*args, "--steps", "40", "--every", "20", "-o", str(out), "--no-progress"])
+    frames = read(out, ":")
+    assert [f.info["step"] for f in frames] == [0, 20, 40]
+    assert frames[1].info["time_fs"] == pytest.approx(40.0)  # 2 fs default
+    assert "3 frames" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # no silent overwrite: tip3p-water runs do not resume
+        cli_main.main([*args, "--steps", "40", "-o", str(out), "--no-progress"])
+    assert "--no-resume" in capsys.readouterr().err
