@@ -87,6 +87,8 @@ def _process_start(pid: int) -> str | None:
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: assume alive
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -188,6 +190,11 @@ class OutputLock:
     def acquire(self) -> OutputLock:
         """Take the lock (or share the one this process already holds on the same output)."""
         if self.folder:
+            if self.path.exists() and not self.path.is_dir():
+                raise NotADirectoryError(
+                    f"the {self.what} {self.path} is a file, not a folder; name a folder (new "
+                    "or one written by the same command)"
+                )
             self._created_folder = not self.path.exists()
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         key = self.lock_path.resolve()

@@ -248,8 +248,14 @@ def test_two_md_runs_into_one_folder_one_stops_the_other_completes(tmp_path):
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2
-    assert "OutputLockedError" in second.stderr and f"PID {first.pid}" in second.stderr
+    assert "in use by another run" in second.stderr and f"PID {first.pid}" in second.stderr
     for i in range(3):
         frames = read(tmp_path / "same" / f"replica_{i}.traj", index=":")
         assert len(frames) == 7  # steps 0, 10, ..., 60, each once
     assert not lock.exists()
+
+
+def test_a_file_given_as_output_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "run.traj").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        lock_folder(tmp_path / "run.traj", "output folder (-o)").acquire()
