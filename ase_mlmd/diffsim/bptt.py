@@ -11,6 +11,9 @@ O(τ/k + k) instead of O(τ)).
 
 The engine runs a spline table of the potential (:mod:`ase_mlmd.diffsim.tabulate`); table
 gradients are pushed into the potential's parameters once per window.
+
+The fit ends on its best iterate by a held-out production RDF error, and backs off (restores it,
+lowers the learning rate) when it diverges: :mod:`ase_mlmd.diffsim.selection`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_mse, vacf_mse
 from ase_mlmd.diffsim.recovery import finite_gradients, start_gradient_fit
+from ase_mlmd.diffsim.selection import IterateKeeper
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, make_table
 from ase_mlmd.md.differentiable import bptt_windows
@@ -97,6 +101,8 @@ def fit_bptt(
     window_loss = WindowLoss(engine, states, config)
     start = start_gradient_fit(potential, table, engine, config, log)
     optimizer, guard, state = start.optimizer, start.guard, start.state
+    keeper = IterateKeeper(potential, optimizer, states, config, start.note)
+    keeper.start(state)
     history: list[dict[str, float]] = []
     epoch = 0
     bar = tqdm(total=config.epochs, desc="bptt", disable=not progress, leave=False)
@@ -142,15 +148,25 @@ def fit_bptt(
             row = {"epoch": epoch, "loss": value, "lr": lr, "time": elapsed}
             for c, g, target in zip(engine.channels, gs, window_loss.g_targets, strict=True):
                 row[f"rdf_mse[{c.name}]"] = float(rdf_mse(g, target))
+            verdict = keeper.after_step(epoch, done, end)
+            row.update(verdict.columns)
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.2e}", lr=f"{lr:.1e}")
+            if verdict.backed_off:  # best parameters restored: continue from their MD state
+                state = verdict.state
+                guard.save(state)
+                done = done or verdict.stop
+                break
             if done:
                 state = end.detach()
                 break
         else:
             state = guard.state
     bar.close()
-    return FitResult.of_channels(
+    state, selection = keeper.finish(state)
+    result = FitResult.of_channels(
         "bptt", potential, history, engine.channels, start.started, start.messages, state
     )
+    result.selection = selection
+    return result

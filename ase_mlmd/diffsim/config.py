@@ -51,6 +51,16 @@ class FitConfig:
         newton_regularization: weight λ of the second-difference penalty on each step.
         newton_damping: fraction of the solved step that is taken.
         newton_max_step: trust region: largest change of a knot value per iteration, in k_B T.
+        heldout_every: BPTT and reweighting keep their best iterate (:mod:`ase_mlmd.diffsim.
+            selection`): a held-out production run scores the parameters at the start, every
+            this many optimizer steps and at the last; 0 keeps the last iterate instead.
+        heldout_steps: sampled steps of each held-out run (a frame every ``sample_every``).
+        heldout_equilibration: steps from the FCC start before a held-out run is sampled.
+        divergence_factor, divergence_patience: the fit has diverged when the held-out error
+            exceeds ``divergence_factor`` × the best for ``divergence_patience`` evaluations in
+            a row (or the held-out run explodes); it then backs off: restores the best
+            parameters and optimizer state and multiplies the learning rate by ``lr_factor``,
+            and stops when that falls below ``min_lr``.
         production_steps: steps of the final (evaluation) run; its RDF gives ``rdf_dev``.
         table_spacing: knot spacing of the spline the engine runs (see
             :mod:`ase_mlmd.diffsim.tabulate`), Å.
@@ -83,6 +93,11 @@ class FitConfig:
     newton_regularization: float = 1e-4
     newton_damping: float = 1.0
     newton_max_step: float = 0.3
+    heldout_every: int = 10
+    heldout_steps: int = 1000
+    heldout_equilibration: int = 300
+    divergence_factor: float = 2.0
+    divergence_patience: int = 2
     production_steps: int = 5000
     table_spacing: float = 0.002
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
@@ -116,6 +131,23 @@ class FitConfig:
             raise ValueError(
                 "need newton_regularization >= 0, 0 < newton_damping <= 1, newton_max_step > 0"
             )
+        if not (
+            isinstance(self.heldout_every, int)
+            and self.heldout_every >= 0
+            and isinstance(self.heldout_equilibration, int)
+            and self.heldout_equilibration >= 0
+            and isinstance(self.heldout_steps, int)
+            and self.heldout_steps >= self.sample_every
+            and isinstance(self.divergence_patience, int)
+            and self.divergence_patience >= 1
+            and self.divergence_factor > 1
+        ):
+            raise ValueError(
+                "need integers heldout_every >= 0, heldout_equilibration >= 0, heldout_steps >= "
+                f"sample_every ({self.sample_every}), divergence_patience >= 1 and "
+                f"divergence_factor > 1; got {self.heldout_every}, {self.heldout_equilibration}, "
+                f"{self.heldout_steps}, {self.divergence_patience}, {self.divergence_factor}"
+            )
         if self.rdf_every > self.window:
             raise ValueError(f"rdf_every ({self.rdf_every}) exceeds the window ({self.window})")
 
@@ -147,7 +179,11 @@ class FitResult:
         rdf_dev: per channel, mean |g_final − g_target|.
         wall_time: seconds spent fitting (production run excluded).
         messages: what happened besides the optimization (recoveries, re-simulations).
-        final_state: the MD state at the end of the fit (a production run continues from it).
+        final_state: the MD state at the end of the fit (a production run continues from it;
+            with a kept best iterate, the MD state saved with it).
+        selection: which iterate the potential is and why
+            (:meth:`~ase_mlmd.diffsim.selection.BestIterate.summary`; empty when the last
+            iterate is kept).
     """
 
     method: str
@@ -161,6 +197,7 @@ class FitResult:
     wall_time: float = math.nan
     messages: list[str] = dataclasses.field(default_factory=list)
     final_state: Any = None
+    selection: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of_channels(

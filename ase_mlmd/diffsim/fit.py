@@ -12,8 +12,10 @@ run as one batch with one shared potential, and the loss sums over them. A mixtu
 (``ThermoState(composition=..., partials=[g_AA, g_AB, g_BB])``) is fitted through its partial
 RDFs by a :class:`~ase_mlmd.models.species_pair.SpeciesPairPotential` (one φ per species pair,
 :func:`make_mixture_potential`) with any of the methods.
-After the fit, a production run of ``config.production_steps`` steps (continuing from the fit's
-last state) gives each state's g(r) (each partial of a mixture) and ``rdf_dev``.
+BPTT and reweighting end on their best iterate by a held-out production RDF error, and back off
+when they diverge (:mod:`ase_mlmd.diffsim.selection`; ``result.selection`` says which iterate).
+After the fit, a production run of ``config.production_steps`` steps (continuing from the MD
+state of the kept iterate) gives each state's g(r) (each partial of a mixture) and ``rdf_dev``.
 """
 
 from __future__ import annotations
@@ -188,8 +190,8 @@ def fit(
     gs, devs = evaluate(result.potential, states, config, start=result.final_state)
     result.g_final = [g.numpy() for g in gs]
     result.rdf_dev = devs
-    for name, dev in zip(result.states, devs, strict=True):
-        log(f"{config.method}: rdf_dev at {name} = {dev:.4g}")
+    for channel, dev in zip(result.states, devs, strict=True):
+        log(f"{config.method}: rdf_dev at {channel} = {dev:.4g}")
     if out_dir is not None:
         from ase_mlmd.diffsim.report import write_report
 

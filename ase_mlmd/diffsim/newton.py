@@ -47,6 +47,7 @@ from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.ibi import G_MIN, boltzmann_inverted_potential
 from ase_mlmd.diffsim.losses import channel_errors
+from ase_mlmd.diffsim.selection import BestIterate, selection_reason
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
 from ase_mlmd.diffsim.targets import RDFTarget
@@ -387,7 +388,8 @@ def fit_newton(
     if reason is not None:
         raise SimulationUnstableError(f"the starting potential is unstable: {reason}")
     good = (corrections.values.clone(), state)
-    best = (float("inf"), corrections.values.clone())
+    start_values = corrections.values.clone()
+    best = BestIterate("sampled RDF error (Σ MSE over channels)")
     damping = config.newton_damping
     max_step = config.newton_max_step * kt_mean  # trust region per iteration, eV
     history: list[dict[str, float]] = []
@@ -427,8 +429,7 @@ def fit_newton(
         row["loss"] = 0.95 * mse
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.2e}")
-        if mse < best[0]:
-            best = (mse, corrections.values.clone())
+        best.offer(iteration, mse, corrections.values.clone)
         if iteration == config.newton_iterations:
             break
         jacobians = [j for _, j in stats]
@@ -448,11 +449,15 @@ def fit_newton(
         if config.time_limit is not None and row["time"] > config.time_limit:
             messages.append(f"stopped at iteration {iteration}: time limit {config.time_limit} s")
             break
-    corrections.apply(best[1])
+    corrections.apply(start_values if best.payload is None else best.payload)
+    selection = best.summary()
+    selection["reason"] = selection_reason(selection, unit="iteration")
     messages.append(
-        f"kept the iterate with the lowest sampled RDF error ({len(history)} iterations, "
-        f"{config.newton_frames} frames each, λ = {config.newton_regularization:g})"
+        f"kept {selection['reason']} ({config.newton_frames} frames each, "
+        f"λ = {config.newton_regularization:g})"
     )
-    return FitResult.of_channels(
+    result = FitResult.of_channels(
         "newton", corrections.result(), history, engine.channels, started, messages, good[1]
     )
+    result.selection = selection
+    return result

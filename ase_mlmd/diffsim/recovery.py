@@ -44,16 +44,18 @@ class ParameterGuard:
         self.log = log
         self.failures = 0
         self.recoveries = 0
-        self.state: MDState | None = None
-        self._params = copy.deepcopy(model.state_dict())
-        self._optim = copy.deepcopy(optimizer.state_dict())
+        self._good = Snapshot.take(model, optimizer)
+
+    @property
+    def state(self) -> MDState | None:
+        """The MD state saved with the last good parameters."""
+        return self._good.state
 
     def save(self, state: MDState | None = None) -> None:
         """Remember the current parameters and optimizer state (and ``state``) as good."""
-        self._params = copy.deepcopy(self.model.state_dict())
-        self._optim = copy.deepcopy(self.optimizer.state_dict())
-        if state is not None:
-            self.state = state.detach().clone()
+        self._good = Snapshot.take(
+            self.model, self.optimizer, self._good.state if state is None else state
+        )
 
     def succeeded(self) -> None:
         """A window went fine: reset the count of explosions in a row."""
@@ -69,12 +71,7 @@ class ParameterGuard:
         """
         self.failures += 1
         self.recoveries += 1
-        lr = [group["lr"] for group in self.optimizer.param_groups]
-        self.model.load_state_dict(self._params)
-        self.optimizer.load_state_dict(self._optim)
-        new_lr = [0.5 * x for x in lr]
-        for group, value in zip(self.optimizer.param_groups, new_lr, strict=True):
-            group["lr"] = value
+        new_lr = self._good.restore(self.model, self.optimizer, lr_factor=0.5)
         if self.failures > self.max_failures:
             message = (
                 f"epoch {epoch}: {reason}; gave up after {self.max_failures} explosions in a row "
@@ -88,6 +85,47 @@ class ParameterGuard:
             f"and halved the learning rate to {new_lr[0]:.3g}"
         )
         return None if self.state is None else self.state.clone()
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """Parameters, optimizer state and MD state of a fit at one moment (deep copies): what the
+    guard restores after an explosion and what a fit keeps of its best iterate
+    (:mod:`ase_mlmd.diffsim.selection`)."""
+
+    params: dict
+    optim: dict
+    state: MDState | None = None
+
+    @classmethod
+    def take(
+        cls,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: MDState | None = None,
+    ) -> Snapshot:
+        """Copy the current parameters and optimizer state, and ``state`` (detached)."""
+        return cls(
+            copy.deepcopy(model.state_dict()),
+            copy.deepcopy(optimizer.state_dict()),
+            None if state is None else state.detach().clone(),
+        )
+
+    def restore(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr_factor: float = 1.0
+    ) -> list[float]:
+        """Put the parameters and the optimizer state back; the learning rate of every group
+        becomes ``lr_factor`` × the one it had just before (not the saved one, which may be
+        higher). Returns the new learning rates."""
+        lr = [group["lr"] for group in optimizer.param_groups]
+        model.load_state_dict(self.params)
+        # a copy: the optimizer keeps the loaded tensors and updates them in place, which would
+        # change this snapshot for the next restore
+        optimizer.load_state_dict(copy.deepcopy(self.optim))
+        new_lr = [lr_factor * x for x in lr]
+        for group, value in zip(optimizer.param_groups, new_lr, strict=True):
+            group["lr"] = value
+        return new_lr
 
 
 def finite_gradients(model: torch.nn.Module) -> bool:

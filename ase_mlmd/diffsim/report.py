@@ -198,6 +198,8 @@ def write_report(
         "wall_time_s": result.wall_time,
         "messages": result.messages,
     }
+    if result.selection:
+        summary["kept_iterate"] = result.selection
     if true_potential is not None:
         per_pair = u_errors(result.potential, true_potential)
         summary["u_error_max"] = max(per_pair.values())
@@ -212,6 +214,9 @@ def write_report(
         ),
         "epochs": len(result.history),
     }
+    if result.selection.get("kept_epoch") is not None:
+        provenance["kept_epoch"] = result.selection["kept_epoch"]
+        provenance["kept_because"] = result.selection["reason"]
     export_card(
         result.potential,
         out,
@@ -230,6 +235,9 @@ def write_report(
         fig, ax = plt.subplots(figsize=(5, 3.5))
         epochs = [row["epoch"] for row in result.history]
         ax.semilogy(epochs, [max(row["loss"], 1e-12) for row in result.history])
+        if result.selection.get("kept_epoch") is not None:
+            ax.axvline(result.selection["kept_epoch"], color="grey", ls=":", label="kept")
+            ax.legend()
         ax.set_xlabel("iteration" if result.method == "ibi" else "epoch (optimizer step)")
         ax.set_ylabel("loss")
         ax.set_title(f"{result.method}: loss")
@@ -281,6 +289,8 @@ def write_report(
         "",
         f"- iterations: {len(result.history)}; fit wall time: {result.wall_time:.1f} s",
     ]
+    if result.selection:
+        lines.append(f"- kept iterate: {result.selection['reason']}")
     if "u_error_max" in summary:
         lo, hi = U_COMPARE_RANGE
         lines.append(f"- max |U − U_true| on [{lo}, {hi}] σ: {summary['u_error_max']:.3g} ε")
@@ -298,6 +308,13 @@ def write_report(
             f"- settings: lr {config.lr}, window {config.window}, epochs ≤ {config.epochs}, "
             f"production {config.production_steps} steps"
         )
+        if config.heldout_every > 0:
+            lines.append(
+                f"- best iterate by a held-out run of {config.heldout_equilibration} + "
+                f"{config.heldout_steps} steps every {config.heldout_every} epochs; back-off "
+                f"when above {config.divergence_factor:g}× the best for "
+                f"{config.divergence_patience} evaluation(s) in a row"
+            )
     lines += ["", "Messages:", *[f"- {m}" for m in result.messages], ""]
     lines += ["Files: card.toml, loss.png, rdf_*.png, potential.png, history.csv, summary.json", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))

@@ -11,7 +11,8 @@ whose gradient is exactly −β (⟨g ∂U/∂θ⟩ − ⟨g⟩⟨∂U/∂θ⟩)
 same frames until the effective sample size N_eff = exp(−Σ w_i ln w_i) falls below
 ``ess_threshold`` × n; then the engine re-simulates with the current θ (continuing from the last
 state). Nothing is backpropagated through the dynamics, so memory depends on the number of
-stored frames, not on the length of the trajectory.
+stored frames, not on the length of the trajectory. The fit ends on its best iterate by a
+held-out production RDF error and backs off when it diverges (:mod:`ase_mlmd.diffsim.selection`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ase_mlmd.diffsim.config import FitConfig, FitResult
 from ase_mlmd.diffsim.engine import Engine
 from ase_mlmd.diffsim.losses import rdf_mse
 from ase_mlmd.diffsim.recovery import finite_gradients, start_gradient_fit
+from ase_mlmd.diffsim.selection import IterateKeeper
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.tabulate import TABLE_R_MIN, PairTable, SpeciesPairTable, make_table
 from ase_mlmd.md.state import MDState
@@ -153,6 +155,8 @@ def fit_reweighting(
     betas = [1.0 / s.temperature for s in states]
     start = start_gradient_fit(potential, table, engine, config, log)
     optimizer, guard, state = start.optimizer, start.guard, start.state
+    keeper = IterateKeeper(potential, optimizer, states, config, start.note)
+    keeper.start(state)
     history: list[dict[str, float]] = []
     epoch, simulations = 0, 0
     bar = tqdm(total=config.epochs, desc="reweighting", disable=not progress, leave=False)
@@ -212,15 +216,25 @@ def fit_reweighting(
             }
             for c, part in zip(engine.channels, parts, strict=True):
                 row[f"rdf_mse[{c.name}]"] = part
+            verdict = keeper.after_step(epoch, done, state)
+            row.update(verdict.columns)
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.2e}", ess=f"{ess_min:.2f}", lr=f"{lr:.1e}")
+            if verdict.backed_off:  # best parameters restored: re-simulate from their state
+                state = verdict.state
+                guard.save(state)
+                done = done or verdict.stop
+                break
             if done:
                 break
     bar.close()
     start.note(
         f"{simulations} reference simulations of {config.rw_frames} frames for {epoch} steps"
     )
-    return FitResult.of_channels(
+    state, selection = keeper.finish(state)
+    result = FitResult.of_channels(
         "reweighting", potential, history, engine.channels, start.started, start.messages, state
     )
+    result.selection = selection
+    return result
