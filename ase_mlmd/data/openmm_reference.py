@@ -266,7 +266,7 @@ def ala2_reference_trajectory(
         output: extended XYZ file written atomically (temp file + ``os.replace``, at most every
             ``flush_seconds``), overwritten; None: frames are only returned.
         platform: OpenMM platform ("CPU", "Reference", "CUDA", ...).
-        progress: tqdm progress bar over steps.
+        progress: progress over steps (a bar on a terminal, plain lines otherwise).
         implicit_solvent: see :func:`build_amber_system`.
         constraints: see :func:`build_amber_system`.
         minimize: minimize the energy (OpenMM's L-BFGS) before drawing velocities.

@@ -287,9 +287,9 @@ def water_reference_trajectory(
     """
     import openmm
     from openmm import unit
-    from tqdm.auto import tqdm
 
     from ase_mlmd.data.sampling import FrameFileWriter
+    from ase_mlmd.progress import progress_bar
 
     if steps < 0 or every < 1:
         raise ValueError(f"steps must be >= 0 and every >= 1 (got {steps}, {every})")
@@ -345,7 +345,9 @@ def water_reference_trajectory(
 
     frames = [frame(0)]
     writer = FrameFileWriter(output, append=False, flush_seconds=flush_seconds) if output else None
-    bar = tqdm(total=steps, unit="step", disable=not progress, desc="OpenMM water", mininterval=2)
+    bar = progress_bar(
+        total=steps, unit="step", disable=not progress, desc="OpenMM water", mininterval=2
+    )
     try:
         if writer:
             writer.add(frames[0])

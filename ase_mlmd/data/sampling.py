@@ -289,7 +289,7 @@ def sample_reference(
         output: extended XYZ file.
         resume: continue the run already in ``output`` (it must be the same run, else
             :class:`CheckpointMismatchError`); False overwrites it.
-        progress: tqdm progress bar over steps.
+        progress: progress over steps (a bar on a terminal, plain lines otherwise).
         flush_seconds: most seconds between file writes.
         threads: torch/OpenMP/BLAS threads of the reference (:func:`ase_mlmd.threads.thread_limit`).
 
@@ -400,7 +400,7 @@ def label_frames(
         frames: Atoms, or a file ASE reads (all frames).
         reference: a reference name or an ASE calculator.
         output: extended XYZ file.
-        progress: tqdm progress bar over frames.
+        progress: progress over frames (a bar on a terminal, plain lines otherwise).
         resume: keep the frames already labelled in ``output`` (same reference, same positions
             as the first input frames) and label the rest; False overwrites it.
         flush_seconds: most seconds between file writes.

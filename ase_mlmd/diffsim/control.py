@@ -390,7 +390,7 @@ def train_control(
     """
     import time
 
-    from tqdm.auto import tqdm
+    from ase_mlmd.progress import progress_bar
 
     config = config or ControlConfig()
     started = time.perf_counter()
@@ -404,7 +404,7 @@ def train_control(
     history = []
     log: list[str] = []
     guard = ParameterGuard(model, optimizer, config.max_failures, log.append)
-    bar = tqdm(range(config.epochs), desc="control", unit="epoch", disable=not progress)
+    bar = progress_bar(range(config.epochs), desc="control", unit="epoch", disable=not progress)
     for epoch in bar:
         optimizer.zero_grad()
         try:

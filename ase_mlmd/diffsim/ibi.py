@@ -159,7 +159,7 @@ def fit_ibi(
         :class:`FitResult` whose potential is a :class:`SplinePair` (for mixtures a
         :class:`SpeciesPairPotential` of them).
     """
-    from tqdm.auto import tqdm
+    from ase_mlmd.progress import progress_bar
 
     potential, splines = boltzmann_inverted_potential(states, cutoff, r_min)
     values = [spline.values.numpy().copy() for spline, _, _ in splines]
@@ -177,7 +177,9 @@ def fit_ibi(
             for (spline, _, _), v in zip(splines, new, strict=True):
                 spline.values.copy_(torch.as_tensor(v))
 
-    for iteration in tqdm(range(1, config.ibi_iterations + 1), desc="ibi", disable=not progress):
+    for iteration in progress_bar(
+        range(1, config.ibi_iterations + 1), desc="ibi", disable=not progress
+    ):
         state, gs, _ = engine.sample_rdf(state, config.ibi_steps, config.sample_every)
         reason = engine.instability(state)
         if reason is not None:
