@@ -139,6 +139,7 @@ def _run_openmm_water(args, options: dict, output: Path, parser):
     from ase.io import read
 
     from ase_mlmd.data.openmm_water import water_reference_trajectory
+    from ase_mlmd.outdir import lock_file
 
     if args.ensemble != "nvt-langevin":
         _fail(parser, "tip3p-water runs OpenMM's Langevin integrator only (nvt-langevin)")
@@ -151,19 +152,20 @@ def _run_openmm_water(args, options: dict, output: Path, parser):
             f"{output} exists and tip3p-water runs do not resume; pass --no-resume to "
             "overwrite it or choose another -o",
         )
-    return water_reference_trajectory(
-        read(args.structure, index=args.index),
-        temperature=args.temperature,
-        timestep_fs=2.0 if args.timestep is None else args.timestep,
-        friction_per_ps=1.0 if args.friction is None else args.friction * 1000.0,
-        steps=args.steps,
-        every=args.every,
-        seed=args.seed,
-        output=output,
-        threads=args.threads or None,
-        progress=not args.no_progress,
-        **options,
-    )
+    with lock_file(output, "frames file (-o)"):
+        return water_reference_trajectory(
+            read(args.structure, index=args.index),
+            temperature=args.temperature,
+            timestep_fs=2.0 if args.timestep is None else args.timestep,
+            friction_per_ps=1.0 if args.friction is None else args.friction * 1000.0,
+            steps=args.steps,
+            every=args.every,
+            seed=args.seed,
+            output=output,
+            threads=args.threads or None,
+            progress=not args.no_progress,
+            **options,
+        )
 
 
 def _fail(parser, message: str) -> None:
