@@ -151,3 +151,32 @@ def test_cg_md_batched_engine_and_explosion_monitor(fitted, frames, tmp_path):
     status = [r.status for r in result.replicas]
     assert status == ["completed", "collapsed", "completed"]
     assert result.replicas[0].frames == 5
+
+
+def cli(args, monkeypatch):
+    """``ase-mlmd ARGS`` with the cg command registered (until cli/main.py lists it)."""
+    from ase_mlmd.cli import main as cli_main
+
+    if ("cg", "ase_mlmd.cli.cg") not in cli_main.COMMANDS:
+        monkeypatch.setattr(cli_main, "COMMANDS", [*cli_main.COMMANDS, ("cg", "ase_mlmd.cli.cg")])
+    cli_main.main(args)
+
+
+def test_cli_cg_fit_prior_only_and_units_flag(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "prior"
+    cli(["cg", "fit", str(DATA), "--units", "kcal/mol", "--no-network", "--stride", "20",
+         "--priors", "bonds,angles,repulsion", "-o", str(out)], monkeypatch)  # fmt: skip
+    text = capsys.readouterr().out
+    assert "prior only" in text and "card:" in text
+    calc = load_calculator(out / "card.toml")
+    assert calc.model.network is None and len(calc.model.prior.dihedrals) == 0
+    assert calc.card.provenance["units"] == "kcal/mol"
+    with pytest.raises(SystemExit):
+        cli(["cg", "fit", str(DATA), "-o", str(tmp_path / "x")], monkeypatch)
+    assert "no units" in capsys.readouterr().err.replace("\n", " ")
+    with pytest.raises(DataFormatError, match="--units kcal/mol"):
+        cli(["-T", "cg", "fit", str(DATA), "-o", str(tmp_path / "x")], monkeypatch)
+    with pytest.raises(SystemExit):
+        cli(["cg", "fit", str(DATA), "--units", "kcal/mol", "--priors", "bends",
+             "-o", str(tmp_path / "y")], monkeypatch)  # fmt: skip
+    assert "--priors 'bends'" in capsys.readouterr().err

@@ -1,0 +1,179 @@
+"""Acceptance 5a of issue 13: a force-matched CG model of alanine dipeptide (ala2_cg, 5 beads).
+
+Parts (each resumable; rerunning a part continues where it stopped):
+
+* ``fit``: Boltzmann-inverted priors (bonds, angles, repulsion — CGnet's choice for this data)
+  on the first 70 % of the frames, the prior-only card, and prior + SchNet force matching with
+  the package's training loop on a time-ordered split 0.7 / 0.1 / 0.2 (the first 80 % fit the
+  model, train + validation for early stopping; the last 20 % are the test set);
+* ``md``: Langevin CG MD of ``--replicas`` replicas in one batch with the batched engine, for
+  the prior-only and the prior + network model, started from frames spread over the training
+  part;
+* ``eval``: FES over the CG dihedrals φ = (0,1,2,3), ψ = (1,2,3,4) against the reference data,
+  JS divergences, report (Markdown + PNG) in ``--out``.
+
+Usage (1 thread; the machine is shared)::
+
+    OMP_NUM_THREADS=1 python benchmarks/cg_ala2.py --parts fit,md,eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "ala2_cg"
+OUT = ROOT / "benchmarks" / "cg_runs" / "ala2"
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def part_fit(args, frames) -> None:
+    from ase_mlmd.cg.forcefield import fit_cg_forcefield
+    from ase_mlmd.cg.priors import PriorSettings
+    from ase_mlmd.train.config import TrainConfig
+
+    priors = PriorSettings(terms=tuple(args.priors.split(",")), temperature_K=300.0)
+    config = TrainConfig(
+        model="schnet",
+        cutoff=args.cutoff,
+        hyperparameters={"n_atom_basis": 32, "n_interactions": 2, "n_rbf": 20},
+        split=(0.7, 0.1, 0.2),
+        ordered_split=True,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_epochs=args.max_epochs,
+        max_time=args.max_time,
+        early_stop_patience=10,
+        lr_patience=3,
+        seed=1,
+    )
+    info = {"data": str(DATA), "units": "kcal/mol (forces kcal/mol/Å, converted to eV/Å)"}
+    prior = fit_cg_forcefield(
+        frames,
+        OUT / "prior",
+        config,
+        priors,
+        network=False,
+        data_info=info,
+        command="benchmarks/cg_ala2.py --parts fit",
+    )
+    log(f"prior-only test force-matching loss {prior.test_loss:.4f} (eV/Å)²")
+    fit = fit_cg_forcefield(
+        frames,
+        OUT / "model",
+        config,
+        priors,
+        network=True,
+        data_info=info,
+        command="benchmarks/cg_ala2.py --parts fit",
+        progress=True,
+    )
+    summary = {
+        "n_train": fit.n_train,
+        "n_test": fit.n_test,
+        "test_loss_prior_eV2_per_A2": fit.test_loss_prior,
+        "test_loss_eV2_per_A2": fit.test_loss,
+        "test_loss_prior_kcal2": fit.test_loss_prior * 23.060548**2,
+        "test_loss_kcal2": fit.test_loss * 23.060548**2,
+        "test_force_mae_meV_per_A": fit.train.test_force_mae_mev_per_angstrom,
+        "epochs": fit.train.epochs,
+        "best_epoch": fit.train.best_epoch,
+        "wall_time_s": fit.train.wall_time_s,
+        "stop_reason": fit.train.stop_reason,
+    }
+    (OUT / "fit_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"fit: {summary}")
+
+
+def part_md(args, frames) -> None:
+    from ase_mlmd.md import simulate
+
+    n_fit = int(0.7 * len(frames))
+    picks = [int(k * n_fit / args.replicas) for k in range(args.replicas)]
+    starts = []
+    for k in picks:
+        atoms = frames[k].copy()
+        atoms.calc = None
+        starts.append(atoms)
+    for name in args.models.split(","):
+        folder = OUT / "runs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        log(f"md {name}: {args.replicas} replicas x {args.steps} steps of {args.timestep} fs")
+        tick = time.time()
+        result = simulate(
+            starts,
+            str(OUT / name / "card.toml"),
+            ensemble="nvt-langevin",
+            temperature=300.0,
+            timestep=args.timestep,
+            steps=args.steps,
+            save_every=args.save_every,
+            friction=args.friction,
+            trajectory=str(folder / "replica_{i}.traj"),
+            logfile=str(folder / "log.csv"),
+            seed=7,
+            progress=True,
+        )
+        statuses = [r.status for r in result.replicas]
+        log(
+            f"md {name}: {statuses.count('completed')} completed, "
+            f"{statuses.count('collapsed')} collapsed, {time.time() - tick:.0f} s"
+        )
+
+
+def part_eval(args, frames) -> None:
+    from ase_mlmd.cg.evaluate import evaluate_runs
+    from ase_mlmd.cg.report import write_report
+
+    results = {}
+    for name in args.models.split(","):
+        results[name] = evaluate_runs(
+            frames, OUT / "runs" / name, discard_fraction=args.discard, label=name
+        )
+    fit = OUT / "fit_summary.json"
+    extra = json.loads(fit.read_text()) if fit.is_file() else {}
+    path = write_report(results, OUT / "report", extra=extra)
+    log(f"report: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="fit,md,eval")
+    parser.add_argument("--priors", default="bonds,angles,repulsion")
+    parser.add_argument("--cutoff", type=float, default=10.0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--max-time", default="12m")
+    parser.add_argument("--replicas", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=125_000)
+    parser.add_argument("--timestep", type=float, default=4.0, help="fs")
+    parser.add_argument("--friction", type=float, default=0.002, help="1/fs")
+    parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--models", default="prior,model")
+    parser.add_argument("--discard", type=float, default=0.1)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from ase_mlmd.cg.data import read_cg_data
+
+    frames = read_cg_data(DATA, "kcal/mol")
+    log(f"read {len(frames)} frames from {DATA}")
+    parts = args.parts.split(",")
+    if "fit" in parts:
+        part_fit(args, frames)
+    if "md" in parts:
+        part_md(args, frames)
+    if "eval" in parts:
+        part_eval(args, frames)
+
+
+if __name__ == "__main__":
+    main()
