@@ -154,7 +154,7 @@ def _read_owner(lock: Path) -> dict[str, Any] | None:
         time.sleep(0.05)  # its owner has created it and is writing it now
 
 
-# lock file (resolved) -> [lock, depth] of the locks this process holds
+# lock file (resolved) -> [lock, depth, pid] of the locks this process holds
 _HELD: dict[Path, list] = {}
 _HELD_GUARD = threading.Lock()
 
@@ -199,6 +199,8 @@ class OutputLock:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         key = self.lock_path.resolve()
         with _HELD_GUARD:
+            if key in _HELD and _HELD[key][2] != os.getpid():
+                del _HELD[key]  # inherited through fork: the parent's lock, not ours
             if key in _HELD:
                 _HELD[key][1] += 1
                 self._token = _HELD[key][0]._token
@@ -209,7 +211,7 @@ class OutputLock:
             except BaseException:
                 self._remove_created_folder()
                 raise
-            _HELD[key] = [self, 1]
+            _HELD[key] = [self, 1, os.getpid()]
         return self
 
     def release(self) -> None:
@@ -226,7 +228,7 @@ class OutputLock:
                     return
                 del _HELD[key]
             owner = _read_owner(self.lock_path)
-            if owner and owner.get("token") == self._token:
+            if owner and owner.get("token") == self._token and owner.get("pid") == os.getpid():
                 self.lock_path.unlink(missing_ok=True)
             self._token = None
             self._remove_created_folder()
