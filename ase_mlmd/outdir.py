@@ -7,9 +7,9 @@ log rows, checkpoints replaced under each other). Every command that writes an o
 >>> with lock_folder("runs/"):            # doctest: +SKIP
 ...     simulate(..., trajectory="runs/replica_{i}.traj")
 
-* A folder's lock is the file ``FOLDER/.ase-mlmd.lock`` (the folder is created; if the run
-  leaves it empty, it is removed again on release). A single output file ``run.traj`` is locked
-  by the sidecar ``.run.traj.lock`` beside it.
+* A folder's lock is the file ``FOLDER/.ase-mlmd.lock``. A single output file ``run.traj`` is
+  locked by the sidecar ``.run.traj.lock`` beside it. The folder is created; a folder created
+  so and left empty by the run is removed again on release.
 * The lock file is created atomically (``O_CREAT | O_EXCL``) and holds the owner's PID, host,
   command line and start time (JSON). A second run finds it and fails with
   :class:`~ase_mlmd.errors.OutputLockedError`, which names the owner and what to do.
@@ -195,7 +195,7 @@ class OutputLock:
                     f"the {self.what} {self.path} is a file, not a folder; name a folder (new "
                     "or one written by the same command)"
                 )
-            self._created_folder = not self.path.exists()
+        self._created_folder = not self.lock_path.parent.exists()
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         key = self.lock_path.resolve()
         with _HELD_GUARD:
@@ -307,7 +307,7 @@ class OutputLock:
     def _remove_created_folder(self) -> None:
         if self._created_folder:
             with contextlib.suppress(OSError):  # not empty: the run wrote something, keep it
-                self.path.rmdir()
+                self.lock_path.parent.rmdir()
             self._created_folder = False
 
 

@@ -259,3 +259,9 @@ def test_a_file_given_as_output_folder_is_a_clear_error(tmp_path):
     (tmp_path / "run.traj").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         lock_folder(tmp_path / "run.traj", "output folder (-o)").acquire()
+
+
+def test_the_new_folder_of_a_failed_single_file_output_is_removed(tmp_path):
+    with pytest.raises(ValueError), lock_file(tmp_path / "new" / "run.traj"):
+        raise ValueError("failed before the first frame")
+    assert not (tmp_path / "new").exists()
