@@ -95,3 +95,7 @@ class MappingError(MLMDError, ValueError):
     """A coarse-grained mapping is invalid (an atom left out or in two beads where that is not
     allowed, more beads than atoms, an empty bead) or does not fit the structure it is applied
     to (other atom count or element order); names the file, frame, bead or atom."""
+
+
+class StructureFileError(MLMDError, OSError):
+    """A structure file given on the command line or to a workflow is missing or unreadable."""

@@ -135,7 +135,10 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model card {path} does not exist")
+        raise ModelFileError(
+            f"model card {path} does not exist; check the path, or use a card name that "
+            "`ase-mlmd calculators` lists"
+        )
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

@@ -84,14 +84,31 @@ def find_card(name_or_path: str | os.PathLike) -> ModelCard:
     cards = available_cards()
     if text in cards:
         return read_card(cards[text])
-    known = ", ".join(sorted(cards)) or "(none)"
     hint = ""
     if text in ase_reserved_names():
         hint = f" {text!r} is one of ASE's own calculators: use it through ASE (ase run {text})."
-    raise UnknownCalculatorError(
-        f"no calculator named {text!r}. Known cards: {known}; backends: "
-        f"{', '.join(ML_BACKENDS)} (give them a model file).{hint} A card of your own can be "
-        "passed as a path to its .toml file or put in a directory listed in ASE_MLMD_CARD_PATH"
+    raise unknown_calculator_error(text, extra=hint)
+
+
+def unknown_calculator_error(
+    name: str, include_ase: bool = False, extra: str = ""
+) -> UnknownCalculatorError:
+    """The error for a calculator name that is neither a card, a backend nor (with
+    ``include_ase``) one of ASE's calculators: it lists the known names and suggests the closest
+    ones (difflib)."""
+    import difflib
+
+    cards = sorted(available_cards())
+    candidates = [*cards, *ML_BACKENDS]
+    ase_names = sorted(ase_reserved_names()) if include_ase else []
+    close = difflib.get_close_matches(name, [*candidates, *ase_names], n=3, cutoff=0.6)
+    guess = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    ase_part = f"; ASE's own calculators: {', '.join(ase_names)}" if include_ase else ""
+    return UnknownCalculatorError(
+        f"no calculator named {name!r}.{guess} Known cards: {', '.join(cards) or '(none)'}; "
+        f"backends: {', '.join(ML_BACKENDS)} (give them a model file){ase_part}.{extra} A card "
+        "of your own can be passed as a path to its .toml file or put in a directory listed in "
+        "ASE_MLMD_CARD_PATH (`ase-mlmd calculators` lists them all)"
     )
 
 
