@@ -5,20 +5,33 @@ force matching (linear least squares on a spline, :mod:`ase_mlmd.cg.pair_matchin
 DiffSim (Gauss–Newton from the IBI result, :mod:`ase_mlmd.diffsim`), each judged by its CG RDF
 against the mapped all-atom RDF (rdf_dev and the sampling noise floor), pressure and diffusivity.
 
-Stages (``--stages``, each resumable: it skips what its output file already holds):
+Stages (``--stages``; each is skipped when ``stages.json`` in ``--outdir`` already holds it, so
+a killed run resumes at the stage it was in):
 
-* ``sample``: ``ase-mlmd sample`` with ``--reference tip3p-water`` (OpenMM, PME, rigid TIP3P,
-  Langevin 1/ps, 2 fs) on a box of ``--molecules`` at 0.9965 g/cm³ and 300 K → ``aa.extxyz``.
-* ``map``: centre-of-mass beads and summed forces of every frame after ``--skip-ps`` → ``cg.npz``.
-* ``target``: the mapped RDF on the DiffSim grid (target CSV), its noise floor (rdf_dev between
-  the two halves of the trajectory) and the all-atom COM diffusivity and molecular pressure.
-* ``fm``, ``ibi``, ``newton``: the three fits (cards under ``fits/``).
-* ``eval``: CG MD of each card (batched engine, NVT Langevin 300 K, beads of 18.015 amu) →
-  RDF, rdf_dev, pressure (virial), diffusivity; ``report``: ``report.md``, ``rdf.png``,
-  ``potentials.png``, ``results.json``.
+* ``sample``: ``ase-mlmd sample start.extxyz --reference tip3p-water`` (OpenMM, PME, rigid TIP3P,
+  Langevin 1/ps, 2 fs, 300 K) on ``--molecules`` (500) molecules at 0.9965 g/cm³ (the
+  experimental density at 300 K), ``--steps`` 110 000 (220 ps), a frame every 0.5 ps →
+  ``aa.extxyz`` (~110 MB, git-ignored).
+* ``map``: one centre-of-mass bead "W" per molecule (``CGMapping`` from ``cg.builders.
+  from_groups`` replicated over the box; summed forces) for the frames after ``--skip-ps`` →
+  ``cg.npz``.
+* ``target``: the mapped RDF on the DiffSim grid → ``target_rdf.csv``; the noise floor (rdf_dev
+  between the halves of the run); the all-atom COM diffusivity; the molecular pressure.
+* ``fm``: force matching (``ase_mlmd.cg.pair_matching``, exact least squares); ``ibi``: IBI
+  (``ase_mlmd.diffsim``); ``newton``: DiffSim Gauss–Newton from the IBI card. Cards in
+  ``fits/<method>/``. The DiffSim engine runs beads of 1 amu (it has no mass setting): the RDF
+  of an NVT ensemble does not depend on the masses, only the time step does (``--dt`` 0.1 ASE
+  time units ≈ 4.3 fs at 18 amu).
+* ``eval``: CG MD of each card (batched engine, Langevin 1/ps, 4 fs, beads of 18.015 amu,
+  ``--cg-equil-ps`` + ``--cg-ps``) → rdf_dev, pair-virial pressure, diffusivity at
+  ``--d-lag-ps``; ``report``: ``report.md`` and ``rdf_potentials.png``.
 
-Usage:  OMP_NUM_THREADS=1 python benchmarks/cg_water.py [--stages sample map ...]
-        [--outdir benchmarks/cg_runs/water]
+Usage (the run recorded in BENCHMARKS.md; the two evals can run side by side):
+
+    OMP_NUM_THREADS=1 python benchmarks/cg_water.py --stages sample map target fm
+    OMP_NUM_THREADS=1 python benchmarks/cg_water.py --stages eval --methods fm
+    OMP_NUM_THREADS=1 python benchmarks/cg_water.py --stages ibi newton eval --methods ibi newton
+    OMP_NUM_THREADS=1 python benchmarks/cg_water.py --stages report
 """
 
 from __future__ import annotations
@@ -503,6 +516,9 @@ def stage_report(args, out: Path, results: dict) -> None:
     r, target = np.loadtxt(out / "target_rdf.csv", delimiter=",")
     t = results["target"]
     floor = t["noise_floor_rdf_dev"]
+    data = load_cg(out)
+    window = int(round(args.cg_ps * 1000 / (data["times"][1] - data["times"][0])))
+    short = rdf_dev(rdf_of(data["wrapped"][:window], data["cell"]), target)
     sampled = results.get("sample", {}).get("wall_s", float("nan"))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(r, target, "k-", lw=2.5, alpha=0.5, label="TIP3P mapped (COM)")
@@ -557,6 +573,14 @@ def stage_report(args, out: Path, results: dict) -> None:
         "",
         *rows,
         "",
+        f"Noise floor: rdf_dev between the two halves of the all-atom run ({t['frames']} frames "
+        f"in all); a {args.cg_ps:g} ps window of it (as long as each CG run) against the whole "
+        f"gives {short:.4f}, the floor at the CG runs' sampling. Pressures: all-atom = the "
+        "molecular virial (N kT/V − dU/dV with rigid molecules, their centres scaled with the "
+        f"box; {t['pressure_frames']} frames, ± standard error), CG = pair virial; pair "
+        "potentials fitted to structure (IBI, DiffSim) or forces (MS-CG) are known not to "
+        "reproduce the pressure without a pressure correction, none is applied here.",
+        "",
         f"Force matching explains {explained:.0%} "
         f"of the mapped-force variance (RMSE {fm.get('force_rmse_eV_A', float('nan')):.4f} eV/Å vs "
         f"RMS {fm.get('force_rms_eV_A', float('nan')):.4f} eV/Å).",
@@ -578,21 +602,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     add = parser.add_argument
     add("--skip-ps", type=float, default=20.0, help="all-atom equilibration left out, ps")
-    add("--d-lag-ps", type=int, default=10, help="diffusivity compared at this lag, ps")
+    add("--d-lag-ps", type=int, default=5, help="diffusivity compared at this lag, ps")
     add("--pressure-frames", type=int, default=20, help="all-atom frames for the pressure")
     add("--fm-spacing", type=float, default=0.1, help="force-matching knot spacing, Å")
     add("--fm-regularization", type=float, default=1e-3)
     add("--dt", type=float, default=0.1, help="DiffSim engine step (ASE time; beads of 1 amu)")
     add("--nh-mass", type=float, default=50.0, help="DiffSim engine Nosé-Hoover mass")
     add("--equilibration", type=int, default=1000, help="DiffSim engine equilibration, steps")
-    add("--production-steps", type=int, default=3000, help="DiffSim evaluation run, steps")
-    add("--ibi-iterations", type=int, default=10)
-    add("--ibi-steps", type=int, default=1500)
+    add("--production-steps", type=int, default=2000, help="DiffSim evaluation run, steps")
+    add("--ibi-iterations", type=int, default=8)
+    add("--ibi-steps", type=int, default=1000)
     add("--ibi-alpha", type=float, default=0.2)
-    add("--newton-iterations", type=int, default=4)
-    add("--newton-frames", type=int, default=300)
-    add("--cg-ps", type=float, default=25.0, help="CG MD production per potential, ps")
-    add("--cg-equil-ps", type=float, default=5.0, help="CG MD equilibration, ps")
+    add("--newton-iterations", type=int, default=3)
+    add("--newton-frames", type=int, default=200)
+    add("--cg-ps", type=float, default=15.0, help="CG MD production per potential, ps")
+    add("--cg-equil-ps", type=float, default=3.0, help="CG MD equilibration, ps")
     add("--cg-every", type=int, default=50, help="CG MD frame interval, steps")
     add("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="eval these fits")
     args = parser.parse_args(argv)
