@@ -180,3 +180,27 @@ def test_cli_cg_fit_prior_only_and_units_flag(tmp_path, monkeypatch, capsys):
         cli(["cg", "fit", str(DATA), "--units", "kcal/mol", "--priors", "bends",
              "-o", str(tmp_path / "y")], monkeypatch)  # fmt: skip
     assert "--priors 'bends'" in capsys.readouterr().err
+
+
+def test_cli_md_both_engines_and_run_with_a_cg_card(fitted, frames, tmp_path, monkeypatch, capsys):
+    from ase.io import read
+
+    start = frames[0].copy()
+    start.calc = None
+    write(tmp_path / "start.extxyz", start)
+    card = str(fitted.card_path)
+    common = ["--temperature", "300", "--timestep", "2", "--steps", "20", "--save-every", "10"]
+    cli(["md", str(tmp_path / "start.extxyz"), "--calc", card, "--ensemble", "nvt-langevin",
+         *common, "-o", str(tmp_path / "ase.traj"), "--no-progress"], monkeypatch)  # fmt: skip
+    assert len(read(tmp_path / "ase.traj", ":")) == 3
+    cli(["md", str(tmp_path / "start.extxyz"), "--calc", card, "--engine", "torch",
+         "--replicas", "3", "--ensemble", "nvt-langevin", *common, "-o", str(tmp_path / "runs"),
+         "--no-progress"], monkeypatch)  # fmt: skip
+    assert len(list((tmp_path / "runs").glob("replica_*.traj"))) == 3
+    cli(["run", card, str(tmp_path / "start.extxyz")], monkeypatch)
+    # an all-atom structure is refused by the ASE engine with the CG model's message
+    write(tmp_path / "ethanol.xyz", molecule("CH3CH2OH"))
+    with pytest.raises(SystemExit):
+        cli(["md", str(tmp_path / "ethanol.xyz"), "--calc", card, *common,
+             "-o", str(tmp_path / "aa.traj"), "--no-progress"], monkeypatch)  # fmt: skip
+    assert "all-atom" in capsys.readouterr().err
