@@ -59,7 +59,10 @@ def benchmark(
     name = reference_name or "reference frames"
     if isinstance(reference, str | os.PathLike):
         name = reference_name or str(reference)
-        fmt = data_format or config.protocol.data_format
+        # the protocol's default format names its own data layout (a folder, e.g. deepmd);
+        # any other reference file is read by its own format, and checked against the system
+        default = config.protocol.data_format if Path(reference).is_dir() else None
+        fmt = data_format or default
         reference = read_frames(reference, fmt, energy_unit=energy_unit)
     runs, ref_obs = run_benchmark(models, reference, config, output, reference_name=name, log=log)
     report = write_report(output, runs, config, ref_obs, reference_name=name)

@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
-from ase_mlmd.bench.systems import CONDENSED, BenchSystem, get_system
+from ase_mlmd.bench.systems import CONDENSED, MOLECULE, SYSTEMS, BenchSystem, get_system
 from ase_mlmd.errors import IncompatibleTrajectoriesError, UnsupportedSpeciesError
 from ase_mlmd.threads import thread_limit, threads_for
 
@@ -130,6 +130,77 @@ def check_reference(frames: Sequence[Atoms], where: str) -> None:
                 f"{where}: frame {k} has other atoms (or another order) than frame 0; a benchmark "
                 "reference must be one system with a fixed atom order"
             )
+
+
+def check_system(reference: Atoms, system: BenchSystem, where: str) -> None:
+    """The reference must be the system the protocol is for: its formula (molecules, peptide)
+    or a whole multiple of its repeat unit (condensed phases).
+
+    Raises:
+        IncompatibleTrajectoriesError: naming the reference's and the system's composition, and
+            the systems the reference would fit.
+    """
+    if system.formula is None or _multiple_of(reference, system.formula, system.kind):
+        return
+    unit = "a whole multiple of " if system.kind == CONDENSED else ""
+    fits = [
+        name
+        for name, other in SYSTEMS.items()
+        if other.formula is not None and _multiple_of(reference, other.formula, other.kind)
+    ]
+    if fits:
+        hint = f"this reference fits --system {' or '.join(fits)}"
+    else:
+        generic = [n for n, o in SYSTEMS.items() if o.formula is None and o.kind == MOLECULE]
+        hint = (
+            f"no named system fits this reference; for another molecule use --system {generic[0]}"
+            if generic and len(reference) < 1000 and not reference.pbc.any()
+            else "no named system fits this reference"
+        )
+    raise IncompatibleTrajectoriesError(
+        f"the reference {where} holds {reference.get_chemical_formula()} ({len(reference)} "
+        f"atoms), but the {system.name!r} benchmark needs {unit}{system.formula} "
+        f"({len(Atoms(system.formula))} atoms): {hint}, or give the reference data of "
+        f"{system.name} (--reference)"
+    )
+
+
+def _multiple_of(atoms: Atoms, formula: str, kind: str) -> bool:
+    from ase.formula import Formula
+
+    have = Formula.from_list(atoms.get_chemical_symbols()).count()
+    unit = Formula(formula).count()
+    if set(have) != set(unit):
+        return False
+    ratios = {have[element] / unit[element] for element in unit}
+    (ratio,) = ratios if len(ratios) == 1 else (None,)
+    if ratio is None or ratio != int(ratio):
+        return False
+    return ratio == 1 or kind == CONDENSED
+
+
+def check_topology(reference: Atoms, topology: str | os.PathLike, where: str) -> None:
+    """The peptide topology (PDB, read with mdtraj as for φ/ψ) must list the reference's atoms
+    in the reference's order."""
+    import mdtraj
+
+    atoms = list(mdtraj.load_topology(str(topology)).atoms)
+    numbers = np.array([a.element.atomic_number for a in atoms])
+    # some PDB files (MDsim's ala2.pdb among them) give the alpha carbon "CA" the element
+    # column "CA", which reads as calcium; an atom named CA is a carbon
+    calcium = np.array([a.name == "CA" and a.element.symbol == "Ca" for a in atoms], dtype=bool)
+    numbers[calcium] = 6
+    if np.array_equal(numbers, reference.numbers):
+        return
+    common = min(len(numbers), len(reference))
+    first = next((k for k in range(common) if numbers[k] != reference.numbers[k]), common)
+    raise IncompatibleTrajectoriesError(
+        f"the topology {topology} ({Atoms(numbers).get_chemical_formula()}, {len(numbers)} "
+        f"atoms) does not list the atoms of the reference {where} "
+        f"({reference.get_chemical_formula()}, {len(reference)} atoms) in the same order (first "
+        f"difference at atom {first}); give the PDB the reference frames were written with "
+        "(--topology)"
+    )
 
 
 def check_model_species(calc, reference: Atoms, label: str) -> None:
@@ -238,8 +309,9 @@ def run_benchmark(
 
     Returns one :class:`ModelRun` per model with ``metrics`` filled in, and the reference
     observables they were compared with; trajectories go to
-    ``output/<model>/replica_<i>.traj``. Raises before any simulation if a model misses the
-    system's species or the reference is not one system.
+    ``output/<model>/replica_<i>.traj``. Raises before any simulation if the reference is not
+    one system or not the protocol's system (formula, topology atom order), or a model misses
+    the system's species.
     """
     from ase_mlmd.bench.metrics import ReferenceObservables, model_metrics
     from ase_mlmd.calculators.registry import load_calculator
@@ -248,6 +320,9 @@ def run_benchmark(
     system = config.protocol
     reference = list(reference)
     check_reference(reference, reference_name)
+    check_system(reference[0], system, reference_name)
+    if config.topology is not None:
+        check_topology(reference[0], config.topology, reference_name)
     split = split_indices(len(reference), config.split, seed=config.seed)
     test_frames = [reference[i] for i in split.test[: config.max_test_frames]]
     train_frames = [reference[i] for i in split.train] or reference

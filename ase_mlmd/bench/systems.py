@@ -38,6 +38,9 @@ class BenchSystem:
         diffusivity_lag_ps: MSD lag spacing, ps; diffusivity_lags: number of lags used.
         rdf_window_ps: sliding window of the RDF stability criterion, ps.
         data_format: reader format of the default reference data, or None to infer it.
+        formula: chemical formula of the system (molecules, peptide: exactly this one
+            molecule) or of its repeat unit (condensed phases: any whole multiple of it, e.g.
+            ``H2O`` for water); None for a generic protocol that accepts any composition.
     """
 
     name: str
@@ -59,6 +62,7 @@ class BenchSystem:
     diffusivity_lags: int = 100
     rdf_window_ps: float = 1.0
     data_format: str | None = None
+    formula: str | None = None
 
     def length(self, short: bool = False, length_ps: float | None = None) -> float:
         """Simulated time per replica, ps: ``length_ps`` if given, else the default or short."""
@@ -97,9 +101,10 @@ class BenchSystem:
         return settings
 
 
-def _md17(name: str) -> BenchSystem:
+def _md17(name: str, formula: str | None) -> BenchSystem:
     return BenchSystem(
         name=name,
+        formula=formula,
         kind=MOLECULE,
         ensemble="nvt-nose-hoover",
         timestep_fs=0.5,
@@ -110,9 +115,15 @@ def _md17(name: str) -> BenchSystem:
     )
 
 
-SYSTEMS: dict[str, BenchSystem] = {
-    name: _md17(name) for name in ("ethanol", "aspirin", "naphthalene", "salicylic_acid", "md17")
+#: MD17 molecules and their formulas; "md17" is the protocol for any other molecule
+_MD17_FORMULAS = {
+    "ethanol": "C2H6O",
+    "aspirin": "C9H8O4",
+    "naphthalene": "C10H8",
+    "salicylic_acid": "C7H6O3",
+    "md17": None,
 }
+SYSTEMS: dict[str, BenchSystem] = {name: _md17(name, f) for name, f in _MD17_FORMULAS.items()}
 SYSTEMS["water"] = BenchSystem(
     name="water",
     kind=CONDENSED,
@@ -125,6 +136,7 @@ SYSTEMS["water"] = BenchSystem(
     rdf_pairs=(("O", "O"), ("H", "H"), ("H", "O")),
     diffusing_element="O",
     data_format="deepmd",
+    formula="H2O",
 )
 SYSTEMS["ala2"] = BenchSystem(
     name="ala2",
@@ -136,6 +148,7 @@ SYSTEMS["ala2"] = BenchSystem(
     short_length_ps=20.0,
     save_every_ps=1.0,
     friction_per_fs=0.0005,
+    formula="C6H12N2O2",  # Ace-Ala-NMe, 22 atoms
 )
 # Liquid argon at Rahman's state point (94.4 K, 1.374 g/cm^3) — the same as `ase-mlmd demo`'s
 # embedded LJ default; reference = the lj-argon card's own run.
@@ -155,6 +168,7 @@ SYSTEMS["lj"] = BenchSystem(
     diffusing_element="Ar",
     diffusivity_lag_ps=0.5,
     diffusivity_lags=20,
+    formula="Ar",
 )
 
 
