@@ -24,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,21 @@ def part_fit(args, frames) -> None:
     log(f"fit: {summary}")
 
 
+def part_baseline(args, frames) -> None:
+    """The CGnet-style prior alone (bonds, angles, repulsion; no dihedral terms), as a second
+    prior-only baseline: it has no chirality (every term is mirror-symmetric)."""
+    from ase_mlmd.cg.forcefield import fit_cg_forcefield
+    from ase_mlmd.cg.priors import PriorSettings
+    from ase_mlmd.train.config import TrainConfig
+
+    config = TrainConfig(model="schnet", cutoff=args.cutoff, split=(0.7, 0.1, 0.2),
+                         ordered_split=True)  # fmt: skip
+    priors = PriorSettings(terms=("bonds", "angles", "repulsion"), temperature_K=300.0)
+    fit = fit_cg_forcefield(frames, OUT / "prior_nodihedral", config, priors, network=False,
+                            command="benchmarks/cg_ala2.py --parts baseline")  # fmt: skip
+    log(f"prior without dihedrals: test force-matching loss {fit.test_loss:.4f} (eV/Å)²")
+
+
 def part_md(args, frames) -> None:
     from ase_mlmd.md import simulate
 
@@ -131,7 +147,7 @@ def part_md(args, frames) -> None:
 
 def part_eval(args, frames) -> None:
     from ase_mlmd.cg.evaluate import evaluate_runs
-    from ase_mlmd.cg.report import write_report
+    from ase_mlmd.cg.report import summary_row, write_report
 
     results = {}
     for name in args.models.split(","):
@@ -140,6 +156,13 @@ def part_eval(args, frames) -> None:
         )
     fit = OUT / "fit_summary.json"
     extra = json.loads(fit.read_text()) if fit.is_file() else {}
+    # sampling floor: the second half of the reference data against its first half
+    half = len(frames) // 2
+    floor = evaluate_runs(frames[:half], np.stack([a.positions for a in frames[half:]]))
+    row = summary_row(floor)
+    extra["sampling_floor_half_vs_half"] = {
+        k: row[k] for k in ("frames", "fes_mae_kT", "js_phi_psi", "missing_population")
+    }
     path = write_report(results, OUT / "report", extra=extra)
     log(f"report: {path}")
 
@@ -169,6 +192,8 @@ def main() -> None:
     parts = args.parts.split(",")
     if "fit" in parts:
         part_fit(args, frames)
+    if "baseline" in parts:
+        part_baseline(args, frames)
     if "md" in parts:
         part_md(args, frames)
     if "eval" in parts:

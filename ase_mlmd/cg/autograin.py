@@ -20,7 +20,8 @@ centre-of-geometry assignment it is 1 on each bead's atoms: the summed force map
 :class:`~ase_mlmd.cg.mapping.CGMapping` uses. It rewards beads whose atoms' forces cancel
 (stiff bonds inside a bead), i.e. a smoother mean force to learn.
 
-Frames: each frame is centred on its centroid and rotated (Kabsch) onto a reference (the
+Frames: molecules in a periodic cell are made whole (minimum image along the bond graph of the
+first frame); each frame is centred on its centroid and rotated (Kabsch) onto a reference (the
 first frame, then the mean structure, twice), forces rotated with it — the linear decoder
 cannot undo overall rotations, and the original work trains on aligned frames.
 
@@ -42,7 +43,7 @@ import numpy as np
 from ase import Atoms
 
 from ase_mlmd.cg.builders import from_groups
-from ase_mlmd.cg.frames import bond_graph
+from ase_mlmd.cg.frames import bfs_levels, bond_graph, make_whole
 from ase_mlmd.cg.mapping import CGMapping, _forces_of
 from ase_mlmd.errors import MappingError
 
@@ -173,6 +174,14 @@ def _frames_arrays(
                 "learns one molecule from frames of that molecule"
             )
     positions = np.stack([a.get_positions() for a in frames])
+    if first.pbc.any():  # a molecule in a periodic cell: make every frame whole first
+        levels = bfs_levels(len(first), bond_graph(first))
+        positions = np.stack(
+            [
+                make_whole(p, a.cell.array, a.pbc, levels)
+                for p, a in zip(positions, frames, strict=True)
+            ]
+        )
     if not np.isfinite(positions).all():
         bad = int(np.flatnonzero(~np.isfinite(positions).all(axis=(1, 2)))[0])
         raise MappingError(f"frame {bad} has non-finite positions; drop it")

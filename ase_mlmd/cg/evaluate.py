@@ -220,7 +220,10 @@ def evaluate_runs(
         pmf_mae_psi=pmf_mae(pmf_ref[1], pmf_sim[1], clip=8.0),
         populations=region_populations(d_sim[:, a], d_sim[:, b]),
         populations_reference=region_populations(d_ref[:, a], d_ref[:, b]),
-        dihedral_pair=(tuple(topology.dihedrals[a]), tuple(topology.dihedrals[b])),
+        dihedral_pair=(
+            tuple(int(i) for i in topology.dihedrals[a]),
+            tuple(int(i) for i in topology.dihedrals[b]),
+        ),
         samples={k: v for k, v in coords["sim"].items()},
         samples_reference={k: v for k, v in coords["ref"].items()},
     )

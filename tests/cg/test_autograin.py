@@ -129,3 +129,44 @@ def test_bad_input():
     # without the force term no forces are needed
     result = autograin(bare, AutograinConfig(n_beads=3, rho=0.0, epochs=2), progress=False)
     assert math.isnan(result.force_noise)
+
+
+def test_empty_beads_are_repaired_with_the_cheapest_atom():
+    from ase_mlmd.cg.autograin import _hard_groups
+
+    logits = np.array(
+        [
+            [5.0, 5.0, 5.0, 0.0],  # bead 0 wins atoms 0-2
+            [0.0, 0.0, 0.0, 5.0],  # bead 1 wins atom 3
+            [4.9, 1.0, 0.0, 4.0],  # bead 2 wins nothing; atom 0 is the cheapest to move
+        ]
+    )
+    groups, repaired = _hard_groups(logits)
+    assert repaired == [2]
+    assert sorted(groups) == [[0], [1, 2], [3]]
+
+
+def test_time_limit_and_hard_assignment():
+    frames = _dimer_frames(60)
+    config = AutograinConfig(n_beads=3, rho=0.01, epochs=1000, max_time=1e-6, seed=1)
+    result = autograin(frames, config, progress=False)
+    assert result.stop_reason == "max_time" and len(result.history) == 1
+    hard = AutograinConfig(n_beads=3, rho=0.01, epochs=120, batch_size=20, hard=True, seed=0)
+    result = autograin(frames, hard, progress=False)
+    assert sorted(tuple(m.tolist()) for m in result.mapping.members) == DIMERS
+
+
+def test_periodic_frames_are_made_whole_before_learning():
+    frames = _dimer_frames(80)
+    wrapped = []
+    for atoms in frames:
+        copy = atoms.copy()
+        copy.set_cell([20.0, 20.0, 20.0])
+        copy.pbc = True
+        copy.positions[:, 0] -= copy.positions[[0, 3], 0].mean()  # dimer (0, 3) centred at x=0
+        copy.wrap()  # so it is split across the x faces
+        wrapped.append(copy)
+    assert all(np.ptp(a.positions[[0, 3]], axis=0).max() > 10 for a in wrapped)
+    config = AutograinConfig(n_beads=3, rho=0.0, epochs=100, batch_size=40, seed=0)
+    result = autograin(wrapped, config, progress=False)
+    assert sorted(tuple(m.tolist()) for m in result.mapping.members) == DIMERS
