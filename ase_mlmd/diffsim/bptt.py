@@ -94,7 +94,7 @@ def fit_bptt(
         SimulationUnstableError: the initial potential explodes during equilibration, or the
             fit exploded ``config.max_failures`` times in a row.
     """
-    from tqdm.auto import tqdm
+    from ase_mlmd.progress import progress_bar
 
     table = make_table(potential, TABLE_R_MIN, config.table_spacing)
     engine = Engine(table.spline, states, config.engine, differentiable=True)
@@ -105,7 +105,7 @@ def fit_bptt(
     keeper.start(state)
     history: list[dict[str, float]] = []
     epoch = 0
-    bar = tqdm(total=config.epochs, desc="bptt", disable=not progress, leave=False)
+    bar = progress_bar(total=config.epochs, desc="bptt", disable=not progress, leave=False)
     done = False
     while not done and epoch < config.epochs:
         table.refresh(with_graph=True)

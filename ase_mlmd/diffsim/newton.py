@@ -360,7 +360,7 @@ def fit_newton(
         :class:`FitResult` whose potential is a Hermite :class:`SplinePair` (a
         :class:`SpeciesPairPotential` of them for mixtures; the best iterate).
     """
-    from tqdm.auto import tqdm
+    from ase_mlmd.progress import progress_bar
 
     base = (
         potential
@@ -399,7 +399,7 @@ def fit_newton(
         for (g, a), m in zip(frames, moments, strict=True):
             m.add(g, a)
 
-    bar = tqdm(range(1, config.newton_iterations + 1), desc="newton", disable=not progress)
+    bar = progress_bar(range(1, config.newton_iterations + 1), desc="newton", disable=not progress)
     for iteration in bar:
         moments = [Moments(len(t), corrections.n_free) for t in targets]
         state, ok = engine.sample_frame_data(

@@ -147,7 +147,7 @@ def fit_reweighting(
         SimulationUnstableError: the initial potential explodes, or the fit exploded
             ``config.max_failures`` times in a row.
     """
-    from tqdm.auto import tqdm
+    from ase_mlmd.progress import progress_bar
 
     table = make_table(potential, TABLE_R_MIN, config.table_spacing)
     engine = Engine(table.spline, states, config.engine)
@@ -159,7 +159,7 @@ def fit_reweighting(
     keeper.start(state)
     history: list[dict[str, float]] = []
     epoch, simulations = 0, 0
-    bar = tqdm(total=config.epochs, desc="reweighting", disable=not progress, leave=False)
+    bar = progress_bar(total=config.epochs, desc="reweighting", disable=not progress, leave=False)
     done = False
     while not done:
         table.refresh(with_graph=False)
