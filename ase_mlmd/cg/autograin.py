@@ -43,8 +43,8 @@ import numpy as np
 from ase import Atoms
 
 from ase_mlmd.cg.builders import from_groups
-from ase_mlmd.cg.frames import bfs_levels, bond_graph, make_whole
-from ase_mlmd.cg.mapping import CGMapping, _forces_of
+from ase_mlmd.cg.frames import bfs_levels, bond_graph, frame_forces, make_whole
+from ase_mlmd.cg.mapping import CGMapping
 from ase_mlmd.errors import MappingError
 
 __all__ = ["AutograinConfig", "AutograinResult", "align_frames", "autograin",
@@ -188,7 +188,7 @@ def _frames_arrays(
     forces = None
     if need_forces:
         forces = np.stack(
-            [_forces_of(a, a.info.get("source", f"frame {k}")) for k, a in enumerate(frames)]
+            [frame_forces(a, a.info.get("source", f"frame {k}")) for k, a in enumerate(frames)]
         )
     return positions, forces
 

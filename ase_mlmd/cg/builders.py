@@ -74,6 +74,7 @@ def from_groups(
         groups: atom indices (0-based) of each bead; an atom in two groups, or (unless
             ``allow_unmapped``) in none, is an error.
         bead_types: type of each bead (default: the Hill formula of its atoms).
+        bead_names: name of each bead (default ``B0``, ``B1``, ...).
     """
     if len(groups) > len(atoms):
         raise MappingError(
@@ -81,7 +82,7 @@ def from_groups(
         )
     weights = _group_weights(atoms, groups, weighting)
     types = list(bead_types) if bead_types is not None else formula_types(atoms, groups)
-    names = list(bead_names) if bead_names is not None else [f"{t}{k}" for k, t in enumerate(types)]
+    names = list(bead_names) if bead_names is not None else [f"B{k}" for k in range(len(groups))]
     return CGMapping(
         weights=weights,
         bead_types=types,

@@ -234,3 +234,37 @@ def make_whole(
             whole[children] - whole[parents], cell, pbc
         )
     return whole
+
+
+def frame_forces(atoms: Atoms, where: str) -> np.ndarray:
+    """(n_atoms, 3) forces of a labelled frame (calculator results or ``arrays["forces"]``).
+
+    Raises:
+        MissingLabelsError: the frame has none; names ``where``.
+    """
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from ase_mlmd.errors import MissingLabelsError
+
+    forces = None
+    if atoms.calc is not None:
+        try:
+            forces = atoms.get_forces()
+        except (PropertyNotImplementedError, RuntimeError):
+            forces = None
+    if forces is None and "forces" in atoms.arrays:
+        forces = atoms.arrays["forces"]
+    if forces is None:
+        raise MissingLabelsError(
+            f"{where} has no forces; mapping forces needs all-atom frames labelled with "
+            "forces (e.g. from `ase-mlmd sample`)"
+        )
+    return np.asarray(forces, dtype=float)
+
+
+def frame_energy(atoms: Atoms) -> float | None:
+    """The potential energy of a labelled frame, or None when it has none."""
+    try:
+        return None if atoms.calc is None else float(atoms.get_potential_energy())
+    except Exception:  # no energy stored
+        return None

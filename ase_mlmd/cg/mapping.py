@@ -35,11 +35,14 @@ from ase_mlmd.cg.frames import (
     bfs_levels,
     bond_graph,
     connected_components,
+    frame_energy,
+    frame_forces,
     make_whole,
 )
 from ase_mlmd.cg.topology import CGTopology
 from ase_mlmd.errors import DataFormatError, InvalidStructureError, MappingError
 from ase_mlmd.fileio import atomic_write_text
+from ase_mlmd.structures import is_single_structure, to_atoms
 
 __all__ = ["CGMapping", "JSON_FORMAT"]
 
@@ -213,14 +216,15 @@ class CGMapping:
         self, frames: Atoms | Sequence[Atoms], where: str = "frame"
     ) -> Atoms | list[Atoms]:
         """CG structures (bead positions, types, masses; cell and pbc kept) of one structure
-        or a list of frames. Molecules are first made whole along the bond graph (minimum
-        image); each CG molecule is then shifted by a lattice vector so that its centre of
-        mass lies inside the cell, so a molecule broken across the boundary and the whole one
-        map to the same CG structure."""
-        single = isinstance(frames, Atoms)
+        or a list of frames (ASE ``Atoms`` or pymatgen structures). Molecules are first made
+        whole along the bond graph (minimum image); each CG molecule is then shifted by a
+        lattice vector so that its centre of mass lies inside the cell, so a molecule broken
+        across the boundary and the whole one map to the same CG structure."""
+        single = is_single_structure(frames)
+        frames = [to_atoms(frames)] if single else [to_atoms(f) for f in frames]
         result = [
-            self._map_one(atoms, f"{where} {k}" if not single else "the structure", False)
-            for k, atoms in enumerate([frames] if single else frames)
+            self._map_one(atoms, "the structure" if single else _where(atoms, where, k), False)
+            for k, atoms in enumerate(frames)
         ]
         return result[0] if single else result
 
@@ -238,10 +242,10 @@ class CGMapping:
         """CG frames with mapped forces: like :meth:`apply_positions`, and every frame must
         carry forces, which are mapped into a ``SinglePointCalculator`` (forces only: the
         all-atom energy is no CG energy; it is kept in ``info["aa_energy"]``, eV)."""
-        frames = [frames] if isinstance(frames, Atoms) else list(frames)
+        single = is_single_structure(frames)
+        frames = [to_atoms(frames)] if single else [to_atoms(f) for f in frames]
         return [
-            self._map_one(atoms, atoms.info.get("source", f"{where} {k}"), True)
-            for k, atoms in enumerate(frames)
+            self._map_one(atoms, _where(atoms, where, k), True) for k, atoms in enumerate(frames)
         ]
 
     def _map_one(self, atoms: Atoms, where: str, with_forces: bool) -> Atoms:
@@ -257,9 +261,9 @@ class CGMapping:
         cg.info.update({k: v for k, v in atoms.info.items() if k in ("source", "step", "time_fs")})
         cg.info["cg_scheme"] = self.scheme
         if with_forces:
-            forces = _forces_of(atoms, where)
+            forces = frame_forces(atoms, where)
             cg.calc = SinglePointCalculator(cg, forces=self.apply_forces(forces))
-            energy = _energy_of(atoms)
+            energy = frame_energy(atoms)
             if energy is not None:
                 cg.info["aa_energy"] = energy
         return cg
@@ -375,7 +379,9 @@ class CGMapping:
 
     # -- JSON -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """JSON-ready form: per bead its atoms and their weights (sparse)."""
+        """JSON-ready form: ``format``/``version``, ``scheme``, ``n_atoms``, ``numbers``,
+        ``bonds`` (atom pairs), ``type_list``, the two ``allow_*`` flags, ``info``, and
+        ``beads``: per bead its ``name``, ``type``, ``atoms`` and their ``weights`` (sparse)."""
         beads = [
             {
                 "name": name,
@@ -452,35 +458,13 @@ class CGMapping:
         return cls.from_dict(data, where)
 
 
+def _where(atoms: Atoms, what: str, k: int) -> str:
+    """``frame 3 (traj.extxyz#3)``: the frame's place in the list and its source, if known."""
+    source = atoms.info.get("source")
+    return f"{what} {k}" + (f" ({source})" if source else "")
+
+
 def _formula(numbers: np.ndarray) -> str:
     from ase.formula import Formula
 
     return str(Formula.from_list([chemical_symbols[z] for z in numbers]).format("hill"))
-
-
-def _forces_of(atoms: Atoms, where: str) -> np.ndarray:
-    from ase.calculators.calculator import PropertyNotImplementedError
-
-    from ase_mlmd.errors import MissingLabelsError
-
-    forces = None
-    if atoms.calc is not None:
-        try:
-            forces = atoms.get_forces()
-        except (PropertyNotImplementedError, RuntimeError):
-            forces = None
-    if forces is None and "forces" in atoms.arrays:
-        forces = atoms.arrays["forces"]
-    if forces is None:
-        raise MissingLabelsError(
-            f"{where} has no forces; mapping forces needs all-atom frames labelled with "
-            "forces (e.g. from `ase-mlmd sample`)"
-        )
-    return np.asarray(forces, dtype=float)
-
-
-def _energy_of(atoms: Atoms) -> float | None:
-    try:
-        return None if atoms.calc is None else float(atoms.get_potential_energy())
-    except Exception:  # no energy stored
-        return None
