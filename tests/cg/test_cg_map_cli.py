@@ -95,3 +95,19 @@ def test_bad_flags(tmp_path, frames_file):
     with pytest.raises(MappingError, match="--beads 40"):
         run(["autograin", str(frames_file), "--beads", "40", "-o", str(tmp_path / "l.json")])
     assert not (tmp_path / "l.json").exists()
+
+
+def test_through_the_ase_mlmd_command(tmp_path, frames_file, monkeypatch, capsys):
+    from ase_mlmd.cli import main as cli_main
+
+    if not any(name == "cg" for name, _ in cli_main.COMMANDS):
+        monkeypatch.setattr(cli_main, "COMMANDS", [*cli_main.COMMANDS, ("cg", "ase_mlmd.cli.cg")])
+    out = tmp_path / "map.json"
+    cli_main.main(["cg", "map", str(frames_file), "--scheme", "heavy-atom", "-o", str(out)])
+    assert CGMapping.from_json(out).n_beads == 10
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main(["cg", "map", str(frames_file), "--scheme", "girvan-newman", "--beads", "30",
+                       "-o", str(tmp_path / "bad.json")])  # fmt: skip
+    assert exit_info.value.code != 0
+    assert "MappingError: --beads 30" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.json"]  # no lock or temp left
