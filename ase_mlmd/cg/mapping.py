@@ -213,17 +213,21 @@ class CGMapping:
         return self.weights @ positions
 
     def apply_positions(
-        self, frames: Atoms | Sequence[Atoms], where: str = "frame"
+        self, frames: Atoms | Sequence[Atoms], where: str = "frame", wrap: bool = True
     ) -> Atoms | list[Atoms]:
         """CG structures (bead positions, types, masses; cell and pbc kept) of one structure
         or a list of frames (ASE ``Atoms`` or pymatgen structures). Molecules are first made
         whole along the bond graph (minimum image); each CG molecule is then shifted by a
         lattice vector so that its centre of mass lies inside the cell, so a molecule broken
-        across the boundary and the whole one map to the same CG structure."""
+        across the boundary and the whole one map to the same CG structure. ``wrap=False``
+        skips that shift: for unwrapped, continuous input (OpenMM positions) the beads are then
+        plain ``W r``, continuous in time (for diffusivities)."""
         single = is_single_structure(frames)
         frames = [to_atoms(frames)] if single else [to_atoms(f) for f in frames]
         result = [
-            self._map_one(atoms, "the structure" if single else _where(atoms, where, k), False)
+            self._map_one(
+                atoms, "the structure" if single else _where(atoms, where, k), False, wrap
+            )
             for k, atoms in enumerate(frames)
         ]
         return result[0] if single else result
@@ -238,21 +242,24 @@ class CGMapping:
             )
         return np.einsum("ba,...ax->...bx", self.force_map(), forces)
 
-    def apply(self, frames: Atoms | Sequence[Atoms], where: str = "frame") -> list[Atoms]:
+    def apply(
+        self, frames: Atoms | Sequence[Atoms], where: str = "frame", wrap: bool = True
+    ) -> list[Atoms]:
         """CG frames with mapped forces: like :meth:`apply_positions`, and every frame must
         carry forces, which are mapped into a ``SinglePointCalculator`` (forces only: the
         all-atom energy is no CG energy; it is kept in ``info["aa_energy"]``, eV)."""
         single = is_single_structure(frames)
         frames = [to_atoms(frames)] if single else [to_atoms(f) for f in frames]
         return [
-            self._map_one(atoms, _where(atoms, where, k), True) for k, atoms in enumerate(frames)
+            self._map_one(atoms, _where(atoms, where, k), True, wrap)
+            for k, atoms in enumerate(frames)
         ]
 
-    def _map_one(self, atoms: Atoms, where: str, with_forces: bool) -> Atoms:
+    def _map_one(self, atoms: Atoms, where: str, with_forces: bool, wrap: bool) -> Atoms:
         self.check_structure(atoms, where)
         positions = self._bead_positions(atoms)
         masses = self.bead_masses(atoms.get_masses())
-        if atoms.pbc.any():
+        if wrap and atoms.pbc.any():
             positions = self._shift_into_cell(positions, masses, atoms)
         cg = make_cg_atoms(
             positions, self.bead_types, self.type_list, masses, atoms.cell.array, atoms.pbc

@@ -152,6 +152,9 @@ def test_periodic_molecule_broken_across_the_boundary_maps_like_the_whole_one(al
     frac = np.linalg.solve(whole.cell.array.T, shift.T).T
     assert np.allclose(frac, np.round(frac[0]), atol=1e-9)
     assert (cg_broken.get_scaled_positions(wrap=False)[:, 0] < 1.2).all()
+    # without the shift into the cell, a whole molecule maps to plain W r
+    plain = mapping.apply_positions(moved, wrap=False)
+    assert np.allclose(plain.positions, mapping.weights @ moved.positions)
     assert cg_broken.pbc.all() and np.allclose(cg_broken.cell.array, whole.cell.array)
 
 
