@@ -58,6 +58,12 @@ def add_subcommands(sub) -> None:
     p.add_argument("-o", "--output", help="mapping JSON to write")
     p.add_argument("--apply", metavar="TRAJ", help="trajectory to map (extxyz, traj, xtc, ...)")
     p.add_argument("--output-cg", help="CG frames to write (extended XYZ) for --apply")
+    p.add_argument(
+        "--no-wrap",
+        action="store_true",
+        help="periodic frames: keep beads at W r (continuous paths from unwrapped input) instead "
+        "of shifting each CG molecule into the cell",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the learned scheme")
     p.set_defaults(cg_run=run_map)
 
@@ -185,7 +191,12 @@ def _apply(mapping, args, read_trajectory) -> None:
     if args.molecules:  # the mapping is one molecule's: repeat it over the box
         mapping = mapping.replicate(frames[0] if args.molecules == "auto" else int(args.molecules))
     with_forces = all(_has_forces(f) for f in frames)
-    cg = mapping.apply(frames) if with_forces else mapping.apply_positions(frames)
+    wrap = not args.no_wrap
+    cg = (
+        mapping.apply(frames, wrap=wrap)
+        if with_forces
+        else mapping.apply_positions(frames, wrap=wrap)
+    )
     with atomic_output(args.output_cg) as tmp:
         write(tmp, cg, format="extxyz")
     what = "positions and summed forces" if with_forces else "positions (frames lack forces)"

@@ -74,6 +74,17 @@ def test_map_water_box_with_molecules_auto(tmp_path):
     assert len(beads) == 27
     frac = np.linalg.solve(box.cell.array.T, (beads.positions - centres).T)
     assert np.allclose(frac, np.round(frac), atol=1e-6)
+    assert (beads.get_scaled_positions(wrap=False) >= 0).all()
+    # --no-wrap: the same box moved by a cell vector (not wrapped) maps to beads moved with it
+    shifted = box.copy()
+    shifted.positions += box.cell[0]
+    write(box_file, shifted)
+    run(["map", "--mapping", str(out), "--molecules", "27", "--apply", str(box_file),
+         "--output-cg", str(cg), "--no-wrap"])  # fmt: skip
+    assert np.allclose(read(cg).positions, beads.positions + box.cell[0])
+    run(["map", "--mapping", str(out), "--molecules", "27", "--apply", str(box_file),
+         "--output-cg", str(cg)])  # fmt: skip
+    assert np.allclose(read(cg).positions, beads.positions)
 
 
 def test_autograin_command(tmp_path, capsys):
