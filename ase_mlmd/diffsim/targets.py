@@ -120,23 +120,36 @@ def state_from_name(path: str | os.PathLike) -> tuple[float | None, float | None
     return float(match["rho"]), float(match["T"])
 
 
-def _check_rdf_rows(path: Path, r: np.ndarray, gs: np.ndarray) -> None:
-    """Validate an r row and the g rows on it (shared by both target layouts)."""
+def _check_rdf_rows(path: Path, r: np.ndarray, gs: np.ndarray, places: list[str]) -> None:
+    """Validate an r row and the g rows on it (shared by both target layouts).
+
+    ``places`` names where each row is in the file, r first (``"line 3"``, or ``"column 1"``
+    for the column layout), so that every message points at 1-based file positions.
+    """
     if len(r) < 3:
         raise DataFormatError(f"{path}: only {len(r)} points; an RDF target needs at least 3")
-    if not (np.isfinite(r).all() and np.isfinite(gs).all()):
-        raise DataFormatError(f"{path}: contains NaN or inf values")
-    if (gs < 0).any():
-        where = r[np.argmax((gs < 0).any(axis=0))]
-        raise DataFormatError(f"{path}: g(r) is negative at r = {where:.4g}")
+    for row, place in zip([r, *gs], places, strict=True):
+        if not np.isfinite(row).all():
+            k = int(np.argmin(np.isfinite(row)))
+            raise DataFormatError(
+                f"{path}, {place}: value {k + 1} is {row[k]} (NaN or inf); a target holds "
+                "finite numbers only"
+            )
+    for g, place in zip(gs, places[1:], strict=True):
+        if (g < 0).any():
+            k = int(np.argmax(g < 0))
+            raise DataFormatError(
+                f"{path}, {place}: g(r) is negative ({g[k]:.4g}) at value {k + 1}, r = {r[k]:.4g}"
+            )
     steps = np.diff(r)
     if (steps <= 0).any() or not np.allclose(steps, steps.mean(), rtol=1e-4, atol=0):
         raise DataFormatError(
-            f"{path}: the r row must increase in equal steps (the RDF definition puts Gaussian "
-            f"centres on a uniform grid); steps range from {steps.min():.4g} to {steps.max():.4g}"
+            f"{path}, {places[0]}: the r row must increase in equal steps (the RDF definition "
+            "puts Gaussian centres on a uniform grid); steps range from "
+            f"{steps.min():.4g} to {steps.max():.4g}"
         )
     if r[0] < 0:
-        raise DataFormatError(f"{path}: r starts at a negative distance {r[0]}")
+        raise DataFormatError(f"{path}, {places[0]}: r starts at a negative distance {r[0]}")
 
 
 def _header(path: Path) -> dict[str, str]:
@@ -182,17 +195,38 @@ def format_composition(composition: dict[str, float]) -> str:
     return ",".join(f"{k}:{v:g}" for k, v in composition.items())
 
 
-def _load_csv(path: Path) -> np.ndarray:
+def _load_csv(path: Path) -> tuple[np.ndarray, list[int]]:
+    """The numbers of a comma-separated target file and the 1-based file line of each row
+    (``#`` header lines and blank lines are skipped but counted)."""
     if not path.is_file():
         raise DataFormatError(f"target file {path} does not exist")
-    try:
-        data = np.loadtxt(path, delimiter=",", ndmin=2)
-    except ValueError as err:
-        raise DataFormatError(
-            f"{path}: not a comma-separated table of numbers ({err}). An RDF target has two "
-            "rows: r, then g(r)"
-        ) from None
-    return data
+    rows: list[list[float]] = []
+    lines: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, text in enumerate(handle, start=1):
+            text = text.strip()
+            if not text or text.startswith("#"):
+                continue
+            values = []
+            for column, field in enumerate(text.split(","), start=1):
+                try:
+                    values.append(float(field))
+                except ValueError:
+                    raise DataFormatError(
+                        f"{path}, line {number}, column {column}: {field.strip()!r} is not a "
+                        "number; a target file is a comma-separated table of numbers (an RDF "
+                        "target has two rows: r, then g(r); '#' starts a header line)"
+                    ) from None
+            if rows and len(values) != len(rows[0]):
+                raise DataFormatError(
+                    f"{path}, line {number}: {len(values)} values, but line {lines[0]} has "
+                    f"{len(rows[0])}; every row of a target must have the same length"
+                )
+            rows.append(values)
+            lines.append(number)
+    if not rows:
+        raise DataFormatError(f"{path}: no numbers in the file; an RDF target has rows r, g(r)")
+    return np.array(rows, dtype=np.float64), lines
 
 
 def read_rdf_csv(
@@ -211,9 +245,11 @@ def read_rdf_csv(
             negative g, or an r-grid that is not increasing and uniform.
     """
     path = Path(path)
-    data = _load_csv(path)
+    data, lines = _load_csv(path)
+    places = [f"line {n}" for n in lines]
     if layout == "columns":
         data = data.T
+        places = [f"column {k + 1}" for k in range(data.shape[0])]
     elif layout != "rows":
         raise ValueError(f"layout must be 'rows' or 'columns', got {layout!r}")
     if data.shape[0] != 2:
@@ -238,7 +274,7 @@ def read_rdf_csv(
             "read_partial_rdf_csv / read_targets"
         )
     r, g = data
-    _check_rdf_rows(path, r, g[None])
+    _check_rdf_rows(path, r, g[None], places)
     name_rho, name_t = state_from_name(path)
     return RDFTarget(
         r=r.astype(np.float64),
@@ -269,7 +305,7 @@ def read_partial_rdf_csv(
     """
 
     path = Path(path)
-    data = _load_csv(path)
+    data, lines = _load_csv(path)
     header = _header(path)
     if "pairs" not in header or "composition" not in header:
         raise DataFormatError(
@@ -284,7 +320,7 @@ def read_partial_rdf_csv(
     if data.shape[0] != len(pairs) + 1:
         raise DataFormatError(
             f"{path}: {len(pairs)} pairs in the header need {len(pairs) + 1} rows (r, then one "
-            f"g row per pair); found {data.shape[0]}"
+            f"g row per pair); found {data.shape[0]} (lines {lines[0]}-{lines[-1]})"
         )
     for pair in pairs:
         unknown = set(pair.split("-")) - set(composition)
@@ -294,7 +330,7 @@ def read_partial_rdf_csv(
                 f"composition {header['composition']}"
             )
     r, gs = data[0], data[1:]
-    _check_rdf_rows(path, r, gs)
+    _check_rdf_rows(path, r, gs, [f"line {n}" for n in lines])
     name_rho, name_t = state_from_name(path)
     rho = density if density is not None else float(header.get("density", name_rho or "nan"))
     temp = temperature if temperature is not None else header.get("temperature", name_t)
@@ -351,7 +387,7 @@ def read_targets(
 def read_vacf_csv(path: str | os.PathLike) -> VACFTarget:
     """Read a target VACF (one row or one column; a trailing NaN padding is dropped)."""
     path = Path(path)
-    data = _load_csv(path)
+    data, _ = _load_csv(path)
     if min(data.shape) != 1:
         raise DataFormatError(
             f"{path}: a VACF target is a single row or column of values; found {data.shape}"
