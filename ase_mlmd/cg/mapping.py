@@ -115,6 +115,12 @@ class CGMapping:
                 f"{n_beads} beads but {len(self.bead_types)} bead types and "
                 f"{len(self.bead_names)} bead names; give one of each per bead"
             )
+        bad = [t for t in self.bead_types + self.bead_names if not t or any(c.isspace() for c in t)]
+        if bad:
+            raise MappingError(
+                f"bead types/names {bad[:5]!r} are empty or contain white space; use single "
+                "words (they are written to extended XYZ and JSON)"
+            )
         if not np.all(np.isfinite(w)) or (w < 0).any():
             raise MappingError("mapping weights must be finite and non-negative")
         unknown = sorted(set(self.bead_types) - set(self.type_list))

@@ -298,6 +298,8 @@ def test_bad_input(ala2_frames):
         CGMapping(np.eye(2, 22)[[0, 1]] * [[1], [0]], ["A", "B"], ["a", "b"], atoms.numbers, [])
     with pytest.raises(MappingError, match="sum to 0.5"):
         CGMapping(0.5 * np.eye(1, 22), ["A"], ["a"], atoms.numbers, [], allow_unmapped=True)
+    with pytest.raises(MappingError, match="white space"):
+        from_groups(atoms, [list(range(22))], bead_types=["Ala dipeptide"])
     with pytest.raises(MappingError, match="unknown mapping scheme 'martini'"):
         build_mapping("martini", atoms)
     with pytest.raises(MappingError, match="need atom names .*--topology"):
