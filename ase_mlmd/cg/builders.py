@@ -167,10 +167,30 @@ def backbone(
     )
 
 
-def alpha_carbon(atoms: Atoms, names: Sequence[str] | None = None) -> CGMapping:
-    """One bead on each Cα atom (atom name CA); other atoms are left out."""
+def alpha_carbon(
+    atoms: Atoms,
+    names: Sequence[str] | None = None,
+    residue_names: Sequence[str] | None = None,
+) -> CGMapping:
+    """One bead on each Cα atom (atom name CA); other atoms are left out. Bead types are the
+    residue names (``ALA``) when known (``residue_names`` per atom, or
+    ``arrays["residue_name"]`` from a PDB/topology), else ``CA``; bead names add the residue
+    number (``ALA2``)."""
     mapping = backbone(atoms, names, atom_names=("CA",))
-    return CGMapping(**{**_fields(mapping), "scheme": "ca"})
+    if residue_names is None and "residue_name" in atoms.arrays:
+        residue_names = atoms.arrays["residue_name"]
+    fields = {**_fields(mapping), "scheme": "ca", "type_list": ()}
+    if residue_names is not None:
+        if len(residue_names) != len(atoms):
+            raise MappingError(f"{len(residue_names)} residue names for {len(atoms)} atoms")
+        picked = [int(m[0]) for m in mapping.members]
+        numbers = atoms.arrays.get("residuenumbers")
+        fields["bead_types"] = [str(residue_names[i]).strip() for i in picked]
+        fields["bead_names"] = [
+            f"{fields['bead_types'][k]}{'' if numbers is None else int(numbers[i])}"
+            for k, i in enumerate(picked)
+        ]
+    return CGMapping(**fields)
 
 
 def _fields(mapping: CGMapping) -> dict:

@@ -101,23 +101,29 @@ def _read_mdtraj(path: Path, index: str | int | slice, topology) -> list[Atoms]:
     return frames
 
 
-def atom_names(path: str | os.PathLike, atoms: Atoms | None = None) -> list[str]:
-    """Atom names (N, CA, ...) of a topology file (PDB, prmtop, ... read by mdtraj); with
-    ``atoms``, the topology must have its atom count and elements in the same order."""
+def label_from_topology(path: str | os.PathLike, atoms: Atoms) -> Atoms:
+    """Copy atom names, residue names and residue numbers of a topology file (PDB, prmtop,
+    ... read by mdtraj) onto ``atoms`` (``arrays["atom_name"]``, ``["residue_name"]``,
+    ``["residuenumbers"]``), after checking that it lists the same elements in the same order.
+
+    Raises:
+        DataFormatError: unreadable topology, or other atoms (names both formulas).
+    """
     try:
         top = _topology(path)
     except Exception as error:
         raise DataFormatError(f"mdtraj cannot read the topology {path}: {error}") from error
-    names = [a.name for a in top.atoms]
-    if atoms is not None:
-        symbols = [a.element.symbol if a.element is not None else "X" for a in top.atoms]
-        if symbols != atoms.get_chemical_symbols():
-            raise DataFormatError(
-                f"topology {path} has {len(symbols)} atoms ({''.join(symbols[:12])}...) but the "
-                f"structure has {len(atoms)} ({''.join(atoms.get_chemical_symbols()[:12])}...); "
-                "give the topology of these atoms, in their order"
-            )
-    return names
+    symbols = [a.element.symbol if a.element is not None else "X" for a in top.atoms]
+    if symbols != atoms.get_chemical_symbols():
+        raise DataFormatError(
+            f"topology {path} has {len(symbols)} atoms ({''.join(symbols[:12])}...) but the "
+            f"structure has {len(atoms)} ({''.join(atoms.get_chemical_symbols()[:12])}...); "
+            "give the topology of these atoms, in their order"
+        )
+    atoms.set_array("atom_name", np.array([a.name for a in top.atoms]))
+    atoms.set_array("residue_name", np.array([a.residue.name for a in top.atoms]))
+    atoms.set_array("residuenumbers", np.array([a.residue.resSeq for a in top.atoms]))
+    return atoms
 
 
 def _topology(path):

@@ -137,7 +137,7 @@ def run_map(args) -> None:
 
 def _build(args, read_trajectory):
     from ase_mlmd.cg.builders import build_mapping
-    from ase_mlmd.cg.frames import atom_names, bond_graph, connected_components
+    from ase_mlmd.cg.frames import bond_graph, connected_components, label_from_topology
     from ase_mlmd.errors import MappingError
 
     if args.scheme == "learned":
@@ -148,9 +148,8 @@ def _build(args, read_trajectory):
         frames = read_trajectory(args.file, ":", args.topology)
         return autograin(frames, AutograinConfig(n_beads=args.beads, seed=args.seed)).mapping
     atoms = read_trajectory(args.file, _index(args.index), args.topology)[0]
-    names = None
     if args.topology and Path(args.topology).suffix.lower() in (".pdb", ".prmtop", ".parm7"):
-        names = atom_names(args.topology, atoms)
+        atoms = label_from_topology(args.topology, atoms)
     box = None
     if args.molecules:
         box = atoms
@@ -167,8 +166,7 @@ def _build(args, read_trajectory):
         atoms = atoms[first]
         atoms.pbc = False  # one molecule, made whole below
         atoms.positions = box.positions[first[0]] + _whole_offsets(box, first)
-        names = None if names is None else [names[i] for i in first]
-    return build_mapping(args.scheme, atoms, args.beads, names, args.weighting)
+    return build_mapping(args.scheme, atoms, args.beads, None, args.weighting)
 
 
 def _whole_offsets(box, first):

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.build import molecule
 from ase.io import read, write
 from conftest import shared_file
 
 from ase_mlmd.cg.beads import bead_types_of
 from ase_mlmd.cg.mapping import CGMapping
 from ase_mlmd.cli import cg_map
-from ase_mlmd.errors import MappingError
+from ase_mlmd.errors import DataFormatError, MappingError
 
 ALA2_FRAMES = Path(__file__).resolve().parents[2] / "benchmarks" / "cg_data" / "ala2_aa_200.extxyz"
 
@@ -57,6 +58,12 @@ def test_map_backbone_with_topology(tmp_path, frames_file):
     pdb = shared_file("ala2/alanine-dipeptide-implicit.pdb")
     run(["map", str(frames_file), "--scheme", "backbone", "--topology", str(pdb), "-o", str(out)])
     assert CGMapping.from_json(out).bead_types == ("C", "N", "CA", "C", "N")
+    run(["map", str(frames_file), "--scheme", "ca", "--topology", str(pdb), "-o", str(out)])
+    assert CGMapping.from_json(out).bead_names == ("ALA2",)
+    water = tmp_path / "water.xyz"
+    write(water, molecule("H2O"))
+    with pytest.raises(DataFormatError, match="has 22 atoms .* but the structure has 3"):
+        run(["map", str(water), "--scheme", "ca", "--topology", str(pdb), "-o", str(out)])
 
 
 def test_map_water_box_with_molecules_auto(tmp_path):

@@ -245,8 +245,11 @@ def test_backbone_of_alanine_dipeptide_matches_the_ala2_cg_beads(
     reference = np.load(shared_file("ala2_cg/ala2_coordinates.npy"), mmap_mode="r")[0]
     bonds = np.linalg.norm(np.diff(beads.positions, axis=0), axis=1)
     assert np.allclose(bonds, np.linalg.norm(np.diff(reference, axis=0), axis=1), atol=0.1)
-    ca = build_mapping("ca", ala2_pdb)
-    assert ca.n_beads == 1 and ca.bead_types == ("CA",)
+    ca = build_mapping("ca", ala2_pdb)  # bead types are residue names when the PDB has them
+    assert ca.bead_types == ("ALA",) and ca.bead_names == ("ALA2",) and ca.scheme == "ca"
+    unnamed = ala2_frames[0].copy()
+    unnamed.set_array("atom_name", ala2_pdb.arrays["atom_name"])
+    assert build_mapping("ca", unnamed).bead_types == ("CA",)
 
 
 def test_groups_file(tmp_path, ala2_frames):
