@@ -29,6 +29,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.symbols import chemical_symbols
+from scipy import sparse
 
 from ase_mlmd.cg.beads import make_cg_atoms
 from ase_mlmd.cg.frames import (
@@ -39,6 +40,7 @@ from ase_mlmd.cg.frames import (
     frame_forces,
     make_whole,
 )
+from ase_mlmd.cg.mapping_json import JSON_FORMAT
 from ase_mlmd.cg.topology import CGTopology
 from ase_mlmd.errors import DataFormatError, InvalidStructureError, MappingError
 from ase_mlmd.fileio import atomic_write_text
@@ -46,9 +48,9 @@ from ase_mlmd.structures import is_single_structure, to_atoms
 
 __all__ = ["CGMapping", "JSON_FORMAT"]
 
-#: the ``format`` field of a mapping JSON file
-JSON_FORMAT = "ase_mlmd.cg_mapping"
 _WEIGHT_TOLERANCE = 1e-6
+#: a mapping with more weight-matrix entries keeps ``weights`` as a sparse CSR array
+DENSE_LIMIT = 4_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +58,9 @@ class CGMapping:
     """A bead × atom coordinate map for a structure of ``n_atoms`` atoms in a fixed order.
 
     Attributes:
-        weights: (n_beads, n_atoms) coordinate weights, rows ≥ 0 summing to 1.
+        weights: (n_beads, n_atoms) coordinate weights, rows ≥ 0 summing to 1: a dense array,
+            or a SciPy sparse CSR array when it has more than :data:`DENSE_LIMIT` entries
+            (big boxes); either kind may be given.
         bead_types: (n_beads,) type name of each bead (one word each).
         bead_names: (n_beads,) name of each bead (for reports; one word each).
         numbers: (n_atoms,) atomic numbers of the atoms the mapping was built for, in order.
@@ -68,7 +72,7 @@ class CGMapping:
         allow_overlap: an atom may have weight in several beads (positions only).
     """
 
-    weights: np.ndarray
+    weights: np.ndarray | sparse.csr_array
     bead_types: tuple[str, ...]
     bead_names: tuple[str, ...]
     numbers: np.ndarray
@@ -80,11 +84,21 @@ class CGMapping:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        weights = np.array(self.weights, dtype=float)
-        numbers = np.array(self.numbers, dtype=int).reshape(-1)
         set_ = object.__setattr__
-        set_(self, "weights", weights)
-        set_(self, "numbers", numbers)
+        if sparse.issparse(self.weights):
+            matrix = sparse.csr_array(self.weights, dtype=float)
+        else:
+            dense = np.array(self.weights, dtype=float)
+            if dense.ndim != 2:
+                raise MappingError(f"weights have shape {dense.shape}; expected (n_beads, n_atoms)")
+            matrix = sparse.csr_array(dense)
+        matrix.sum_duplicates()
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        set_(self, "_matrix", matrix)
+        dense_ok = matrix.shape[0] * matrix.shape[1] <= DENSE_LIMIT
+        set_(self, "weights", matrix.toarray() if dense_ok else matrix)
+        set_(self, "numbers", np.array(self.numbers, dtype=int).reshape(-1))
         set_(self, "bonds", np.array(self.bonds, dtype=int).reshape(-1, 2))
         set_(self, "bead_types", tuple(str(t) for t in self.bead_types))
         set_(self, "bead_names", tuple(str(t) for t in self.bead_names))
@@ -96,13 +110,13 @@ class CGMapping:
 
     # -- checks ---------------------------------------------------------------------------
     def _validate(self) -> None:
-        w = self.weights
-        if w.ndim != 2 or w.shape[1] != len(self.numbers):
+        w = self._matrix
+        n_beads, n_atoms = w.shape
+        if n_atoms != len(self.numbers):
             raise MappingError(
                 f"weights have shape {w.shape}, expected (n_beads, {len(self.numbers)}) for "
                 f"{len(self.numbers)} atoms"
             )
-        n_beads, n_atoms = w.shape
         if n_beads == 0:
             raise MappingError("a mapping needs at least one bead")
         if n_beads > n_atoms:
@@ -121,21 +135,24 @@ class CGMapping:
                 f"bead types/names {bad[:5]!r} are empty or contain white space; use single "
                 "words (they are written to extended XYZ and JSON)"
             )
-        if not np.all(np.isfinite(w)) or (w < 0).any():
+        if not np.all(np.isfinite(w.data)) or (w.data < 0).any():
             raise MappingError("mapping weights must be finite and non-negative")
         unknown = sorted(set(self.bead_types) - set(self.type_list))
         if unknown:
             raise MappingError(f"bead types {unknown} are missing from the type list")
-        sums = w.sum(axis=1)
-        for bead in range(n_beads):
-            if not (w[bead] > 0).any():
-                raise MappingError(f"bead {bead} ({self.bead_names[bead]}) has no atoms")
-            if abs(sums[bead] - 1.0) > _WEIGHT_TOLERANCE:
-                raise MappingError(
-                    f"the weights of bead {bead} ({self.bead_names[bead]}) sum to "
-                    f"{sums[bead]:.6g}, not 1; normalize each bead's weights"
-                )
-        count = (w > 0).sum(axis=0)
+        empty = np.flatnonzero(np.diff(w.indptr) == 0)
+        if len(empty):
+            bead = int(empty[0])
+            raise MappingError(f"bead {bead} ({self.bead_names[bead]}) has no atoms")
+        sums = np.asarray(w.sum(axis=1)).ravel()
+        off = np.flatnonzero(np.abs(sums - 1.0) > _WEIGHT_TOLERANCE)
+        if len(off):
+            bead = int(off[0])
+            raise MappingError(
+                f"the weights of bead {bead} ({self.bead_names[bead]}) sum to "
+                f"{sums[bead]:.6g}, not 1; normalize each bead's weights"
+            )
+        count = np.bincount(w.indices, minlength=n_atoms)
         if not self.allow_unmapped and (count == 0).any():
             left = np.flatnonzero(count == 0)
             raise MappingError(
@@ -145,11 +162,10 @@ class CGMapping:
             )
         if not self.allow_overlap and (count > 1).any():
             atom = int(np.flatnonzero(count > 1)[0])
-            beads = np.flatnonzero(w[:, atom] > 0).tolist()
             raise MappingError(
-                f"atom {atom} ({chemical_symbols[self.numbers[atom]]}) is in beads {beads}; "
-                "each atom may belong to one bead only (allow_overlap=True maps positions "
-                "but no forces)"
+                f"atom {atom} ({chemical_symbols[self.numbers[atom]]}) is in beads "
+                f"{self._beads_of(atom)}; each atom may belong to one bead only "
+                "(allow_overlap=True maps positions but no forces)"
             )
         if len(self.bonds) and (self.bonds.min() < 0 or self.bonds.max() >= n_atoms):
             raise MappingError(f"bonds name atoms outside 0..{n_atoms - 1}")
@@ -157,36 +173,51 @@ class CGMapping:
     # -- basic properties ---------------------------------------------------------------
     @property
     def n_beads(self) -> int:
-        return self.weights.shape[0]
+        return self._matrix.shape[0]
 
     @property
     def n_atoms(self) -> int:
-        return self.weights.shape[1]
+        return self._matrix.shape[1]
+
+    @property
+    def sparse_weights(self) -> sparse.csr_array:
+        """The weights as a SciPy CSR array (sorted indices, no stored zeros)."""
+        return self._matrix
 
     @property
     def members(self) -> list[np.ndarray]:
-        """The atom indices of each bead (atoms with a positive weight)."""
-        return [np.flatnonzero(row > 0) for row in self.weights]
+        """The atom indices of each bead (atoms with a positive weight), ascending."""
+        w = self._matrix
+        return [w.indices[w.indptr[b] : w.indptr[b + 1]] for b in range(w.shape[0])]
+
+    def _beads_of(self, atom: int) -> list[int]:
+        return np.flatnonzero(self._matrix[:, [atom]].toarray().ravel() > 0).tolist()
 
     @property
     def is_overlapping(self) -> bool:
-        return bool(((self.weights > 0).sum(axis=0) > 1).any())
+        return bool((np.bincount(self._matrix.indices, minlength=self.n_atoms) > 1).any())
+
+    def _force_matrix(self) -> sparse.csr_array:
+        ones = self._matrix.copy()
+        ones.data[:] = 1.0
+        return ones
 
     def force_map(self) -> np.ndarray:
         """(n_beads, n_atoms) ``M_F``: 1 for each atom of a bead, else 0 (see the module
         docstring). Raises :class:`MappingError` for an overlapping mapping."""
         if self.is_overlapping:
-            atom = int(np.flatnonzero((self.weights > 0).sum(axis=0) > 1)[0])
+            atom = int(np.flatnonzero(np.bincount(self._matrix.indices) > 1)[0])
             raise MappingError(
                 f"this mapping puts atom {atom} in several beads, so summing atom forces per "
                 "bead is not a valid force map (it would not satisfy M_F Wᵀ = 1); map forces "
                 "with a non-overlapping mapping (each atom in one bead)"
             )
-        return (self.weights > 0).astype(float)
+        ones = self._force_matrix()
+        return ones if sparse.issparse(self.weights) else ones.toarray()
 
     def bead_masses(self, masses: np.ndarray) -> np.ndarray:
         """(n_beads,) amu: the summed masses of each bead's atoms."""
-        return (self.weights > 0).astype(float) @ np.asarray(masses, dtype=float)
+        return self._force_matrix() @ np.asarray(masses, dtype=float)
 
     # -- application ----------------------------------------------------------------------
     def check_structure(self, atoms: Atoms, where: str = "the structure") -> None:
@@ -216,7 +247,7 @@ class CGMapping:
         positions = atoms.get_positions()
         if atoms.pbc.any():
             positions = make_whole(positions, atoms.cell.array, atoms.pbc, self._levels)
-        return self.weights @ positions
+        return self._matrix @ positions
 
     def apply_positions(
         self, frames: Atoms | Sequence[Atoms], where: str = "frame", wrap: bool = True
@@ -246,7 +277,10 @@ class CGMapping:
             raise MappingError(
                 f"forces have shape {forces.shape}, expected (..., {self.n_atoms}, 3)"
             )
-        return np.einsum("ba,...ax->...bx", self.force_map(), forces)
+        self.force_map()  # refuses an overlapping mapping
+        flat = np.moveaxis(forces, -2, 0).reshape(self.n_atoms, -1)
+        mapped = (self._force_matrix() @ flat).reshape((self.n_beads, *forces.shape[:-2], 3))
+        return np.moveaxis(mapped, 0, -2)
 
     def apply(
         self, frames: Atoms | Sequence[Atoms], where: str = "frame", wrap: bool = True
@@ -371,12 +405,22 @@ class CGMapping:
                         f"{''.join(chemical_symbols[z] for z in self.numbers[:8])}...; give a "
                         "box of that molecule only, atoms of each molecule in that order"
                     )
-        weights = np.zeros((self.n_beads * len(molecules), n_total))
-        bonds = [] if isinstance(structure, int | np.integer) else [box_bonds]
-        for k, molecule in enumerate(molecules):
-            weights[k * self.n_beads : (k + 1) * self.n_beads, molecule] = self.weights
-            if isinstance(structure, int | np.integer):
-                bonds.append(molecule[self.bonds])
+        one = self._matrix.tocoo()
+        copies = len(molecules)
+        weights = sparse.csr_array(
+            (
+                np.tile(one.data, copies),
+                (
+                    np.concatenate([one.row + k * self.n_beads for k in range(copies)]),
+                    np.concatenate([molecule[one.col] for molecule in molecules]),
+                ),
+            ),
+            shape=(self.n_beads * copies, n_total),
+        )
+        if isinstance(structure, int | np.integer):
+            bonds = [molecule[self.bonds] for molecule in molecules]
+        else:
+            bonds = [box_bonds]
         return CGMapping(
             weights=weights,
             bead_types=self.bead_types * len(molecules),
@@ -390,61 +434,18 @@ class CGMapping:
             info={**self.info, "molecules": len(molecules)},
         )
 
-    # -- JSON -----------------------------------------------------------------------------
+    # -- JSON (layout and checks in ase_mlmd.cg.mapping_json) ----------------------------
     def to_dict(self) -> dict:
-        """JSON-ready form: ``format``/``version``, ``scheme``, ``n_atoms``, ``numbers``,
-        ``bonds`` (atom pairs), ``type_list``, the two ``allow_*`` flags, ``info``, and
-        ``beads``: per bead its ``name``, ``type``, ``atoms`` and their ``weights`` (sparse)."""
-        beads = [
-            {
-                "name": name,
-                "type": kind,
-                "atoms": atoms.tolist(),
-                "weights": self.weights[bead, atoms].tolist(),
-            }
-            for bead, (name, kind, atoms) in enumerate(
-                zip(self.bead_names, self.bead_types, self.members, strict=True)
-            )
-        ]
-        return {
-            "format": JSON_FORMAT,
-            "version": 1,
-            "scheme": self.scheme,
-            "n_atoms": self.n_atoms,
-            "numbers": self.numbers.tolist(),
-            "bonds": self.bonds.tolist(),
-            "type_list": list(self.type_list),
-            "allow_unmapped": self.allow_unmapped,
-            "allow_overlap": self.allow_overlap,
-            "info": self.info,
-            "beads": beads,
-        }
+        """JSON-ready form (see :func:`ase_mlmd.cg.mapping_json.mapping_to_dict`)."""
+        from ase_mlmd.cg.mapping_json import mapping_to_dict
+
+        return mapping_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "the mapping") -> CGMapping:
-        if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
-            raise DataFormatError(f"{where} is not a CG mapping (no format: {JSON_FORMAT!r})")
-        try:
-            n_atoms = int(data["n_atoms"])
-            weights = np.zeros((len(data["beads"]), n_atoms))
-            for bead, entry in enumerate(data["beads"]):
-                weights[bead, np.asarray(entry["atoms"], dtype=int)] = entry["weights"]
-            return cls(
-                weights=weights,
-                bead_types=[b["type"] for b in data["beads"]],
-                bead_names=[b["name"] for b in data["beads"]],
-                numbers=data["numbers"],
-                bonds=data["bonds"],
-                type_list=tuple(data.get("type_list", ())),
-                scheme=data.get("scheme", "custom"),
-                allow_unmapped=bool(data.get("allow_unmapped", False)),
-                allow_overlap=bool(data.get("allow_overlap", False)),
-                info=dict(data.get("info", {})),
-            )
-        except MappingError as error:
-            raise MappingError(f"{where}: {error}") from error
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise DataFormatError(f"{where} is not a valid CG mapping: {error!r}") from error
+        from ase_mlmd.cg.mapping_json import mapping_from_dict
+
+        return mapping_from_dict(cls, data, where)
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The JSON text; written atomically to ``path`` when given."""

@@ -346,3 +346,35 @@ def test_beads_joined_through_unmapped_atoms_are_bonded():
     )
     assert mapping.topology().bonds.tolist() == [[0, 1], [1, 2]]
     assert mapping.topology().angles.tolist() == [[0, 1, 2]]
+
+
+def test_big_boxes_keep_sparse_weights_and_map_the_same(monkeypatch, tmp_path):
+    import scipy.sparse
+
+    import ase_mlmd.cg.mapping as mapping_module
+
+    box, _ = _water_box()
+    one = from_groups(molecule("H2O"), [[0, 1, 2]], bead_types=["W"])
+    dense = one.replicate(box)
+    monkeypatch.setattr(mapping_module, "DENSE_LIMIT", 100)
+    big = one.replicate(box)
+    assert scipy.sparse.issparse(big.weights) and isinstance(dense.weights, np.ndarray)
+    assert np.allclose(big.apply_positions(box).positions, dense.apply_positions(box).positions)
+    forces = np.random.default_rng(0).normal(size=(2, len(box), 3))
+    assert np.allclose(big.apply_forces(forces), dense.apply_forces(forces))
+    assert np.allclose(big.apply_forces(forces[0]), dense.apply_forces(forces)[0])
+    again = CGMapping.from_json(big.to_json(tmp_path / "box.json") and tmp_path / "box.json")
+    assert scipy.sparse.issparse(again.weights)
+    assert np.allclose(again.weights.toarray(), dense.weights)
+    assert big.topology().n_beads == 27 and len(big.topology().bonds) == 0
+
+
+def test_json_with_inconsistent_beads_names_the_file_and_bead(tmp_path, ala2_frames):
+    import json
+
+    data = heavy_atom(ala2_frames[0]).to_dict()
+    data["beads"][3]["weights"] = data["beads"][3]["weights"][:-1]
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(MappingError, match="mapping file .*edited.json: bead 3 lists 2 atoms"):
+        CGMapping.from_json(path)
