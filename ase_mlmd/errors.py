@@ -99,3 +99,7 @@ class MappingError(MLMDError, ValueError):
 
 class StructureFileError(MLMDError, OSError):
     """A structure file given on the command line or to a workflow is missing or unreadable."""
+
+
+class UnknownParameterError(MLMDError, TypeError):
+    """A calculator was given a parameter it does not have (e.g. a misspelt ``-p key=value``)."""

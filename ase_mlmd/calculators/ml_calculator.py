@@ -12,10 +12,14 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_mlmd.batch import batch_from_atoms
-from ase_mlmd.errors import DeviceNotAvailableError
+from ase_mlmd.errors import DeviceNotAvailableError, UnknownParameterError
 from ase_mlmd.models.backends import as_energy_model
 from ase_mlmd.models.interface import EnergyModel, evaluate
 from ase_mlmd.structures import to_atoms
+
+#: keyword arguments of ASE's ``Calculator`` that MLCalculator passes on; anything else would be
+#: stored by ASE as an unused parameter, so it is refused instead
+ASE_CALCULATOR_ARGUMENTS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -59,6 +63,13 @@ class MLCalculator(Calculator):
         dtype: torch.dtype | str | None = None,
         **kwargs: Any,
     ) -> None:
+        unknown = sorted(set(kwargs) - set(ASE_CALCULATOR_ARGUMENTS))
+        if unknown:
+            raise UnknownParameterError(
+                f"{type(self).__name__} has no parameter {', '.join(map(repr, unknown))}; its "
+                f"parameters are device, dtype and ASE's {', '.join(ASE_CALCULATOR_ARGUMENTS)} "
+                "(command line: -p dtype=float32, --device; card parameters are set in the card)"
+            )
         super().__init__(**kwargs)
         self.device = resolve_device(device)
         model = as_energy_model(model)

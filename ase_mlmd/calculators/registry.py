@@ -23,7 +23,7 @@ from ase_mlmd.calculators.cards import (
     verify_weights,
 )
 from ase_mlmd.calculators.ml_calculator import MLCalculator
-from ase_mlmd.errors import CardError, UnknownCalculatorError
+from ase_mlmd.errors import CardError, UnknownCalculatorError, UnknownParameterError
 from ase_mlmd.models.cg_model import CG_BACKEND, cg_model_from_card
 from ase_mlmd.models.interface import EnergyModel
 from ase_mlmd.models.neural_pair import NeuralPair
@@ -235,8 +235,23 @@ def load_model_file(backend: str, path: str | os.PathLike, trust: bool = False) 
     return _backend_module(backend).model_from_path(Path(path), trust=trust)
 
 
+def check_card_parameters(name: str, parameters: dict[str, Any]) -> None:
+    """Raise :class:`~ase_mlmd.errors.UnknownParameterError` for parameters a card calculator
+    does not take (a card's own parameters are set in the card; only ``dtype`` is left)."""
+    from ase_mlmd.calculators.ml_calculator import ASE_CALCULATOR_ARGUMENTS
+
+    unknown = sorted(set(parameters) - {"dtype", *ASE_CALCULATOR_ARGUMENTS})
+    if unknown:
+        raise UnknownParameterError(
+            f"calculator {name!r} has no parameter {', '.join(map(repr, unknown))}; a card "
+            "takes only -p dtype=float32|float64 (its own parameters are set in the card; use "
+            "--device and --trust-model, or -p trust=True with `run`, for the rest)"
+        )
+
+
 def _card_calculator_class(name: str) -> type[MLCalculator]:
     def __init__(self, device: str = "cpu", trust: bool = False, dtype: Any = None, **kw):
+        check_card_parameters(name, kw)
         calc = load_calculator(name, device=device, trust=trust, dtype=dtype)
         MLCalculator.__init__(self, calc.model, device=calc.device, **kw)
         self.model_name, self.card = name, calc.card

@@ -26,6 +26,7 @@ def make_calculator(
     from ase_mlmd.calculators.registry import (
         ML_BACKENDS,
         ase_reserved_names,
+        check_card_parameters,
         load_calculator,
         register_with_ase,
     )
@@ -35,6 +36,7 @@ def make_calculator(
     if name in ML_BACKENDS:
         register_with_ase()
         return get_calculator_class(name)(device=device, trust=trust, **parameters)
+    check_card_parameters(name, parameters)
     return load_calculator(name, device=device, trust=trust, **parameters)
 
 

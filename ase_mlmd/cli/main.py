@@ -149,6 +149,7 @@ def cli_message(message: str, subparser=None) -> str:
         flag = _KEYWORD_FLAGS.get(f"{keyword}={value}") or _KEYWORD_FLAGS.get(keyword)
         following = message[match.end() :].lstrip()
         spelled_out = following.startswith(("(CLI", "(--", "(Py", "(com"))
+        spelled_out = spelled_out or message[: match.start()].endswith("-p ")  # a -p value
         if flag is None or flag not in flags or spelled_out:
             return match.group(0)
         if f"{keyword}={value}" in _KEYWORD_FLAGS:

@@ -59,6 +59,7 @@ class CLICommand:
             )
         if args.equation_of_state:
             _check_eos(args, parser)
+        _check_relaxation_and_properties(args, parser)
         runner = SummaryRunner()
         runner.parse(args)
         runner.run()
@@ -105,6 +106,26 @@ def _check_eos(args, parser) -> None:
         parser.error(
             f"-E/--equation-of-state {args.equation_of_state}: needs at least 4 points and a "
             "strain range 0 < PERCENT < 50, e.g. -E 5,2.0"
+        )
+
+
+def _check_relaxation_and_properties(args, parser) -> None:
+    """ASE's runner tests ``-f``/``-s`` for truth (``-f 0`` silently does a single point and a
+    negative value never converges) and indexes ``--properties`` letters unchecked."""
+    for flag, value in (
+        ("-f/--maximum-force", args.maximum_force),
+        ("-s/--maximum-stress", args.maximum_stress),
+    ):
+        if value is not None and not value > 0:
+            parser.error(
+                f"{flag} is the convergence threshold of the relaxation (eV/Å, eV/Å³) and must "
+                f"be positive, got {value}; e.g. -f 0.05"
+            )
+    unknown = sorted(set(args.properties or "") - set("efsdMm"))
+    if unknown:
+        parser.error(
+            f"--properties {args.properties!r}: unknown letters {''.join(unknown)}; use any of "
+            "e (energy), f (forces), s (stress), d (dipole), M (magnetic moment), m (magmoms)"
         )
 
 

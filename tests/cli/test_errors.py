@@ -128,6 +128,8 @@ def test_keyword_rewriting_keeps_hints_that_already_give_the_flag():
         "pass --no-restart to start fresh"
     )
     assert cli_message("use energy_unit='meV'", parser) == "use --energy-unit meV"
+    kept = "with `run`, -p trust=True"  # already a command-line spelling
+    assert cli_message(kept, parser) == kept
     # a command without the flag keeps the keyword (there is nothing better to say)
     assert cli_message("pass length_unit='nm'", parser) == "pass length_unit='nm'"
 
@@ -174,3 +176,27 @@ def test_equation_of_state_prints_no_future_warning(files, capsys):
         main(["run", "lj-argon", "ar.xyz", "-E", "5,2.0"])
     out = capsys.readouterr().out
     assert "eos type: sj" in out and "trajectory: ar.traj" in out
+
+
+@pytest.mark.parametrize("command", ["run", "md"])
+def test_unknown_calculator_parameter_is_refused_not_ignored(files, capsys, command):
+    args = ["run", "lj-argon", "cluster.xyz", "-p", "epsilon=1.0"]
+    if command == "md":
+        args = ["md", "cluster.xyz", "--calc", "lj-argon", "-p", "epsilon=1.0", "--steps", "1"]
+    err = cli_fails(args, capsys)
+    assert "UnknownParameterError" in err and "no parameter 'epsilon'" in err
+    assert "dtype" in err and "set in the card" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["-f", "0"], "-f/--maximum-force"),
+        (["-f", "-1"], "-f/--maximum-force"),
+        (["-s", "0"], "-s/--maximum-stress"),
+        (["--properties", "ez"], "unknown letters z"),
+        (["-E", "5,2", "--eos-type", "cubic"], "--eos-type 'cubic'"),
+    ],
+)
+def test_run_flags_that_ase_would_take_silently_or_hang_on(files, capsys, flags, match):
+    assert match in cli_fails(["run", "lj-argon", "cluster.xyz", *flags], capsys)
