@@ -21,6 +21,7 @@ COMMANDS = [
     ("sample", "ase_mlmd.cli.sample"),
     ("label", "ase_mlmd.cli.label"),
     ("diffsim", "ase_mlmd.cli.diffsim"),
+    ("cg", "ase_mlmd.cli.cg"),
     ("info", "ase.cli.info"),
     ("convert", "ase.cli.convert"),
     ("build", "ase.cli.build"),
