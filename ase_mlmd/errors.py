@@ -103,3 +103,7 @@ class StructureFileError(MLMDError, OSError):
 
 class UnknownParameterError(MLMDError, TypeError):
     """A calculator was given a parameter it does not have (e.g. a misspelt ``-p key=value``)."""
+
+
+class DeviceMismatchError(MLMDError, RuntimeError):
+    """A model and the state it is asked to evaluate are on different devices."""

@@ -17,6 +17,12 @@ On CPU, a large batch is evaluated in groups of consecutive systems of about
 results are those of one call, while the tensors of each group stay small enough for the CPU
 caches (for an 864-atom Lennard-Jones box, 64 replicas in one call take about twice as long per
 atom as one replica). On a GPU the whole batch is one call.
+
+Analytic pair potentials (``model.direct_forces``, e.g. Lennard-Jones) take a faster path when
+no graph is wanted: the list is built once per rebuild as a *half* list (each pair once) with
+its Cartesian image shifts, and every call hands the whole skin list to the potential, which
+gives φ and φ' zero beyond the cutoff: no autograd graph, no filtering, and no host
+synchronisation between rebuilds except the rebuild decision itself (one per call).
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ from __future__ import annotations
 import torch
 
 from ase_mlmd.batch import AtomsBatch, cartesian_shifts
-from ase_mlmd.errors import UnsupportedSpeciesError
+from ase_mlmd.errors import DeviceMismatchError, UnsupportedSpeciesError
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.backends import as_energy_model
 from ase_mlmd.models.interface import EnergyModel, evaluate
+from ase_mlmd.models.pair_direct import flat_component_index
 from ase_mlmd.neighbors import batch_neighbors
 
 #: on CPU, systems are evaluated in groups of about this many edges ("auto"). Measured on a
@@ -72,17 +79,29 @@ class ForceField:
         self._shell: _Shell | None = None
         self._current: tuple[torch.Tensor, torch.Tensor] | None = None
         self._current_inside: torch.Tensor | None = None
+        self._half: _HalfList | None = None
 
     @property
     def cutoff(self) -> float:
         return self.model.cutoff
 
     def check(self, state: MDState) -> None:
-        """Raise before any step if the model cannot evaluate the state (species, device)."""
+        """Raise before any step if the model cannot evaluate the state (species, device).
+
+        A model on another device than the state is refused rather than followed: a model
+        without tensors (an analytic potential) would otherwise compute wherever the state is,
+        e.g. on the CPU when it was moved to CUDA.
+        """
         try:
             self.model.check_species(state.numbers)
         except UnsupportedSpeciesError as err:
             raise UnsupportedSpeciesError(f"cannot run MD with this model: {err}") from None
+        model_device = self.model.device
+        if model_device.type != state.device.type:
+            raise DeviceMismatchError(
+                f"the model is on {model_device} but the MD state is on {state.device}; move "
+                f"one of them (model.to({str(state.device)!r}) or state.to({str(model_device)!r}))"
+            )
 
     def reset(self) -> None:
         """Forget the neighbor list (the next call rebuilds it)."""
@@ -92,6 +111,7 @@ class ForceField:
         self._current = None
         self._current_inside = None
         self._plan = None
+        self._half = None
 
     def _needs_build(self, state: MDState) -> bool:
         if self._reference is None or self.skin == 0:
@@ -101,10 +121,77 @@ class ForceField:
             return True
         if state.system_idx is not system_idx and not torch.equal(system_idx, state.system_idx):
             return True
-        if not torch.equal(cell, state.cell.detach()):
-            return True
+        # one host synchronisation: cell change and displacement decided together on device
         moved = (state.positions.detach() - positions).square().sum(dim=1).max()
-        return bool(moved > (0.5 * self.skin) ** 2)
+        rebuild = (moved > (0.5 * self.skin) ** 2) | (cell != state.cell.detach()).any()
+        return bool(rebuild)
+
+    def _build_half(self, state: MDState) -> None:
+        """Build the half list at ``cutoff + skin`` (for the analytic pair path)."""
+        positions = state.positions.detach()
+        cell = state.cell.detach()
+        edge_index, shifts = batch_neighbors(
+            positions, cell, state.pbc, state.system_idx, self.cutoff + self.skin
+        )
+        i, j = edge_index
+        s0, s1, s2 = shifts.unbind(dim=1)
+        # each unordered pair once: i < j, or an atom and its own image with the first
+        # nonzero component of the shift positive
+        positive = (s0 > 0) | ((s0 == 0) & ((s1 > 0) | ((s1 == 0) & (s2 > 0))))
+        keep = (i < j) | ((i == j) & positive)
+        edge_index = edge_index[:, keep]
+        shifts = shifts[keep]
+        edge_system = state.system_idx.index_select(0, edge_index[0])
+        n_atoms = positions.shape[0]
+        self._half = _HalfList(
+            edge_index=edge_index,
+            shifts=shifts,
+            # (E, 3) view of a contiguous (3, E) array: the layout the pair kernel works in
+            shift_vectors=cartesian_shifts(shifts, cell, edge_system).t().contiguous().t(),
+            flat_index=(
+                flat_component_index(edge_index[0], n_atoms),
+                flat_component_index(edge_index[1], n_atoms),
+            ),
+        )
+        self._reference = (positions.clone(), cell.clone(), state.system_idx)
+        self._edges = None
+        self._shell = None
+        self._current = None
+        self._plan = None
+        self.n_builds += 1
+
+    def _direct(self, state: MDState) -> MDState:
+        """Energy and forces of an analytic pair potential on the half skin list."""
+        if self._half is None or self._needs_build(state):
+            self._build_half(state)
+        half = self._half
+        model_dtype = self.model.dtype
+        positions = state.positions.detach()
+        cell = state.cell.detach()
+        shift_vectors = half.shift_vectors
+        if model_dtype != state.dtype:
+            positions = positions.to(model_dtype)
+            cell = cell.to(model_dtype)
+            shift_vectors = shift_vectors.t().to(model_dtype).t()
+        batch = AtomsBatch(
+            positions,
+            state.numbers,
+            cell,
+            state.pbc,
+            state.system_idx,
+            half.edge_index,
+            half.shifts,
+        )
+        out = self.model.direct_evaluate(
+            batch,
+            ("energy", "forces"),
+            half_list=True,
+            shift_vectors=shift_vectors,
+            flat_index=half.flat_index,
+        )
+        if model_dtype != state.dtype:
+            out = {k: v.to(state.dtype) for k, v in out.items()}
+        return state.replace(forces=out["forces"], energy=out["energy"], energies=out["energies"])
 
     def _build(self, state: MDState) -> None:
         """Build the list at ``cutoff + skin`` and sort its pairs into sure ones and the shell."""
@@ -114,6 +201,7 @@ class ForceField:
             positions, cell, state.pbc, state.system_idx, self.cutoff + self.skin
         )
         self._edges = (edge_index, shifts)
+        self._half = None
         self._reference = (positions.clone(), cell.clone(), state.system_idx)
         self.n_builds += 1
         self._current = None
@@ -142,7 +230,7 @@ class ForceField:
 
     def neighbors(self, state: MDState) -> tuple[torch.Tensor, torch.Tensor]:
         """Edges (2, E) and integer cell shifts (E, 3) of all pairs within the cutoff."""
-        if self._needs_build(state):
+        if self._edges is None or self._needs_build(state):
             self._build(state)
         edge_index, shifts = self._edges
         if self.skin == 0:
@@ -166,6 +254,8 @@ class ForceField:
             state: the batched state.
             create_graph: keep the graph through the forces (differentiable MD).
         """
+        if not create_graph and getattr(self.model, "direct_forces", False):
+            return self._direct(state)
         edge_index, shifts = self.neighbors(state)
         chunks = self._chunks(state, edge_index, shifts)
         if chunks is None:
@@ -261,6 +351,24 @@ class _Chunk:
             self.edge_index,
             self.shifts,
         )
+
+
+class _HalfList:
+    """A half skin list: each pair within ``cutoff + skin`` once, with its image shift."""
+
+    __slots__ = ("edge_index", "shifts", "shift_vectors", "flat_index")
+
+    def __init__(
+        self,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor,
+        shift_vectors: torch.Tensor,
+        flat_index: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        self.edge_index = edge_index  # (2, E)
+        self.shifts = shifts  # (E, 3) integer image shifts
+        self.shift_vectors = shift_vectors  # (E, 3) Å, at the cell of the build
+        self.flat_index = flat_index  # ((3E,), (3E,)) flat force components of i and j
 
 
 class _Shell:

@@ -13,7 +13,13 @@ element-agnostic model such as a pair potential) and its floating ``dtype``.
 
 Forces and stress that a model does not return are derived here, in :func:`evaluate`, by
 autograd: forces are ``-dE/dx`` and the stress is ``(1/V) dE/dε`` for a symmetric strain ε that
-deforms positions and cell together, which is ASE's sign and convention.
+deforms positions and cell together, which is ASE's sign and convention. A model with
+``direct_forces = True`` (analytic pair potentials) gives them itself through
+``direct_evaluate(batch, properties)`` when no graph is wanted (``create_graph=False``).
+
+A model's ``device`` is that of its first parameter or buffer; a model without tensors (an
+analytic potential) records the device it was moved to, so asking for CUDA is never answered by
+a CPU computation.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class EnergyModel(torch.nn.Module):
         super().__init__()
         self.cutoff = float(cutoff)
         self.species = None if species is None else tuple(sorted({int(z) for z in species}))
+        self._device = torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -65,9 +72,11 @@ class EnergyModel(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Device of the first parameter or buffer; for a model without tensors, the device
+        it was last moved to with ``.to()`` / ``.cuda()`` (CPU at construction)."""
         for tensor in self._tensors():
             return tensor.device
-        return torch.device("cpu")
+        return self.__dict__.get("_device", torch.device("cpu"))
 
     def _tensors(self) -> Iterable[torch.Tensor]:
         yield from self.parameters()
@@ -77,6 +86,11 @@ class EnergyModel(torch.nn.Module):
         self.__dict__.pop("_cached_dtype", None)
         if "_dtype" in self.__dict__:  # models without tensors (analytic) follow casts too
             self._dtype = fn(torch.zeros(0, dtype=self._dtype)).dtype
+        device = self.__dict__.get("_device", torch.device("cpu"))
+        try:
+            self._device = fn(torch.zeros(0, device=device)).device
+        except NotImplementedError:  # out of "meta": no data to copy, the probe moves from CPU
+            self._device = fn(torch.zeros(0)).device
         return super()._apply(fn, recurse)
 
     def check_species(self, numbers: Sequence[int] | torch.Tensor) -> None:
@@ -140,6 +154,9 @@ def evaluate(
     need_stress = "stress" in wanted and "stress" not in getattr(model, "provides", ())
     if "stress" in wanted and not bool(batch.pbc.all()):
         raise ValueError("stress is defined only for fully periodic systems (pbc on all axes)")
+    if not create_graph and getattr(model, "direct_forces", False):
+        out = model.direct_evaluate(work, wanted)
+        return {k: out[k].to(out_dtype) for k in PROPERTIES if k in wanted and k in out}
 
     inputs: list[torch.Tensor] = []
     strain = None

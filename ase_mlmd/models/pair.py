@@ -16,6 +16,14 @@ With ``trainable=True`` the shape parameters (LJ: ε, σ; Morse: ε, r0, ρ0; Yu
 sphere: ε, σ) are registered as 0-d
 ``torch.nn.Parameter`` tensors (for fitting, e.g. through differentiable MD); the cutoff and the
 switching region stay fixed at the values set at construction. By default they are plain floats.
+
+Forces without autograd: a potential that implements :meth:`PairPotential.pair_derivative`
+(Lennard-Jones, Morse, Yukawa, soft sphere) has ``direct_forces = True``, and
+:meth:`PairPotential.direct_evaluate` returns energy, forces and stress from φ'(r) directly, on a
+full or a half neighbor list, without building a graph. :func:`~ase_mlmd.models.interface.evaluate`
+takes that path whenever no graph through the results is wanted (``create_graph=False``); the
+autograd path stays for differentiable runs and for potentials without a derivative (neural,
+spline).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch
 
 from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.models.interface import EnergyModel, scatter_sum, system_energy
+from ase_mlmd.models.pair_direct import pair_forces_and_stress
 
 CUTOFF_MODES = ("shift", "smooth", "none")
 
@@ -89,6 +98,95 @@ class PairPotential(EnergyModel):
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
+        """dφ/dr (eV/Å) at r (Å), without the cutoff treatment; optional for subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} has no analytic pair derivative")
+
+    @property
+    def direct_forces(self) -> bool:
+        """True when φ'(r) is known, so forces need no autograd.
+
+        Only when the class that gives ``pair_derivative`` also gives ``pair_energy`` (a
+        subclass that changes φ without φ' keeps autograd) and nothing changes how φ becomes
+        the energy (``forward``, ``cut_pair_energy``): the direct path would ignore that.
+        """
+        cls = type(self)
+
+        def owner(name: str) -> type:
+            return next(k for k in cls.__mro__ if name in k.__dict__)
+
+        derivative = owner("pair_derivative")
+        return (
+            derivative is not PairPotential
+            and derivative is owner("pair_energy")
+            and owner("pair_terms") in (PairPotential, derivative)
+            and owner("forward") is PairPotential
+            and owner("cut_pair_energy") is PairPotential
+        )
+
+    def _energy_at_cutoff(self, like: torch.Tensor) -> torch.Tensor:
+        rc = torch.full((1,), self.cutoff, dtype=like.dtype, device=like.device)
+        return self.pair_energy(rc)
+
+    def pair_terms(self, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cut pair energies and scaled derivatives at squared distances ``r2`` (E,), Å².
+
+        Returns:
+            ``(φ_c(r), -φ_c'(r)/r)``, both (E,), in eV and eV/Å²; φ_c is φ with the cutoff
+            treatment (:meth:`cut_pair_energy`); both are zero at and beyond r_c.
+        """
+        r = torch.sqrt(r2)
+        phi = self.pair_energy(r)
+        dphi = self.pair_derivative(r)
+        if self.cutoff_mode == "shift":
+            phi = phi - self._energy_at_cutoff(r)
+        elif self.cutoff_mode == "smooth":
+            width = self.cutoff - self.r_on
+            s = ((self.cutoff - r) / width).clamp(0.0, 1.0)
+            switch = s**3 * (10.0 - 15.0 * s + 6.0 * s**2)
+            # dS/dr = -30 s² (1 - s)² / width, zero outside the switching region
+            dswitch = (-30.0 / width) * (s * (1.0 - s)).square()
+            dphi = dphi * switch + phi * dswitch
+            phi = phi * switch
+        inside = r2 < self.cutoff**2
+        return torch.where(inside, phi, 0.0), torch.where(inside, -dphi / r, 0.0)
+
+    def direct_evaluate(
+        self,
+        batch: AtomsBatch,
+        properties: Iterable[str] = ("energy", "forces"),
+        half_list: bool = False,
+        shift_vectors: torch.Tensor | None = None,
+        flat_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Energy, per-atom energies, forces (and stress) from φ'(r), without autograd.
+
+        Args:
+            batch: the systems; ``batch.edge_index`` may hold pairs beyond the cutoff (a skin
+                list): they contribute nothing.
+            properties: "stress" adds the (B, 3, 3) virial stress; the rest is always given.
+            half_list: the list holds each pair once (otherwise both ways, the contract).
+            shift_vectors: (E, 3) Cartesian image shifts of the edges, Å, if already known.
+            flat_index: the edges' atoms as flat component indices, if already known
+                (:func:`~ase_mlmd.models.pair_direct.flat_component_index` of each row).
+
+        Returns:
+            energy (B,), energies (N,), forces (N, 3), stress (B, 3, 3): eV, eV/Å, eV/Å^3.
+        """
+        if not self.direct_forces:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no analytic derivative; use "
+                "ase_mlmd.models.interface.evaluate (autograd) instead"
+            )
+        return pair_forces_and_stress(
+            self.pair_terms,
+            batch,
+            "stress" in set(properties),
+            half_list,
+            shift_vectors,
+            flat_index,
+        )
+
     def cut_pair_energy(self, r: torch.Tensor) -> torch.Tensor:
         """φ(r) with the cutoff treatment applied; zero at and beyond r_c."""
         phi = self.pair_energy(r)
@@ -147,6 +245,30 @@ class LennardJones(PairPotential):
         x = self.sigma / r
         return self.prefactor * self.epsilon * (x**self.n - x**self.m)
 
+    def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
+        x = self.sigma / r
+        return self.prefactor * self.epsilon * (self.m * x**self.m - self.n * x**self.n) / r
+
+    def pair_terms(self, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`PairPotential.pair_terms`, from r² alone (no square root) unless the
+        cutoff is ``"smooth"``; the 12-6 powers by multiplication."""
+        if self.cutoff_mode == "smooth":
+            return super().pair_terms(r2)
+        x2 = self.sigma**2 / r2
+        if self.n == 12.0 and self.m == 6.0:
+            xm = x2 * x2 * x2
+            xn = xm * xm
+        else:
+            xm = x2 ** (0.5 * self.m)
+            xn = x2 ** (0.5 * self.n)
+        scale = self.prefactor * self.epsilon
+        phi = scale * (xn - xm)
+        force = (scale / r2) * (self.n * xn - self.m * xm)
+        if self.cutoff_mode == "shift":
+            phi = phi - self._energy_at_cutoff(r2)
+        inside = r2 < self.cutoff**2
+        return torch.where(inside, phi, 0.0), torch.where(inside, force, 0.0)
+
     def extra_repr(self) -> str:
         return (
             f"epsilon={_scalar(self.epsilon)}, sigma={_scalar(self.sigma)}, "
@@ -190,6 +312,10 @@ class Morse(PairPotential):
         e = torch.exp(self.rho0 * (1.0 - r / self.r0))
         return self.epsilon * e * (e - 2.0)
 
+    def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
+        e = torch.exp(self.rho0 * (1.0 - r / self.r0))
+        return (-2.0 * self.epsilon * self.rho0 / self.r0) * e * (e - 1.0)
+
     def extra_repr(self) -> str:
         return (
             f"epsilon={_scalar(self.epsilon)}, r0={_scalar(self.r0)}, rho0={_scalar(self.rho0)}, "
@@ -224,6 +350,9 @@ class Yukawa(PairPotential):
 
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
         return self.amplitude * torch.exp(-self.kappa * r) / r
+
+    def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
+        return -self.amplitude * torch.exp(-self.kappa * r) * (self.kappa * r + 1.0) / r**2
 
     def extra_repr(self) -> str:
         return (
@@ -265,6 +394,9 @@ class SoftSphere(PairPotential):
 
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
         return self.epsilon * (self.sigma / r) ** self.n
+
+    def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
+        return -self.n * self.epsilon * (self.sigma / r) ** self.n / r
 
     def extra_repr(self) -> str:
         return (

@@ -11,6 +11,13 @@ Every unordered pair of the listed species must have a potential (a missing cros
 silently mean "no interaction"); structures with other elements raise
 :class:`~ase_mlmd.errors.UnsupportedSpeciesError`.
 
+When every φ_ab has an analytic derivative (``direct_forces``), forces come without autograd
+(:meth:`SpeciesPairPotential.direct_evaluate`): every φ_ab is evaluated on every pair and each
+pair takes the value of its own species pair (``torch.where``), so no index set depends on the
+data and nothing synchronises with the host. The autograd path (:meth:`forward`, used for
+gradients) evaluates each φ_ab on its own pairs only, so that no φ_ab is ever evaluated where
+it could overflow and poison a gradient.
+
 >>> from ase_mlmd.models.pair import LennardJones
 >>> mix = SpeciesPairPotential({
 ...     "Ar-Ar": LennardJones(sigma=0.9, cutoff=2.5),
@@ -24,7 +31,7 @@ silently mean "no interaction"); structures with other elements raise
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from ase.data import atomic_numbers, chemical_symbols
@@ -32,6 +39,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.models.interface import EnergyModel, scatter_sum, system_energy
 from ase_mlmd.models.pair import PairPotential
+from ase_mlmd.models.pair_direct import pair_forces_and_stress
 
 PairKey = tuple[int, int]
 
@@ -145,6 +153,43 @@ class SpeciesPairPotential(EnergyModel):
             phi = phi.index_put((index,), potential.cut_pair_energy(r[index]))
         energies = scatter_sum(0.5 * phi, i, batch.positions.shape[0])
         return {"energy": system_energy(batch, energies), "energies": energies}
+
+    @property
+    def direct_forces(self) -> bool:
+        """True when every species pair's potential has an analytic derivative."""
+        return type(self).forward is SpeciesPairPotential.forward and all(
+            p.direct_forces for p in self.potentials
+        )
+
+    def direct_evaluate(
+        self,
+        batch: AtomsBatch,
+        properties: Iterable[str] = ("energy", "forces"),
+        half_list: bool = False,
+        shift_vectors: torch.Tensor | None = None,
+        flat_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """As :meth:`~ase_mlmd.models.pair.PairPotential.direct_evaluate`, per species pair."""
+        if not self.direct_forces:
+            raise NotImplementedError(
+                "a species pair has no analytic derivative; use "
+                "ase_mlmd.models.interface.evaluate (autograd) instead"
+            )
+        i, j = batch.edge_index
+        kind = self.pair_kind(batch.numbers, i, j)
+
+        def pair_terms(r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            phi, scaled = self.potentials[0].pair_terms(r2)
+            for k in range(1, len(self.potentials)):
+                phi_k, scaled_k = self.potentials[k].pair_terms(r2)
+                mine = kind == k
+                phi = torch.where(mine, phi_k, phi)
+                scaled = torch.where(mine, scaled_k, scaled)
+            return phi, scaled
+
+        return pair_forces_and_stress(
+            pair_terms, batch, "stress" in set(properties), half_list, shift_vectors, flat_index
+        )
 
     def extra_repr(self) -> str:
         return f"pairs={self.pair_labels}, cutoff={self.cutoff}"
