@@ -72,7 +72,8 @@ def model_identity(model: torch.nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         chunks += [name.encode(), str(t.dtype).encode(), str(tuple(t.shape)).encode()]
-        chunks.append(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if t.numel():  # an empty tensor may have stride 0, which view() refuses
+            chunks.append(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     card = getattr(model, "card", None)
     name = getattr(card, "name", None) or type(model).__name__
     return f"{name} sha256:{_sha256(*chunks)[:16]}"
