@@ -13,7 +13,9 @@ path) and each system (ethanol, 9 atoms; liquid water from ../shared/data/water_
           schnetpack's ``SpkCalculator`` on the same model.
 
 Usage:  python benchmarks/calculator_overhead.py [--device cpu] [--quick] [-o results.json]
-Prints a Markdown table (time per step, ratios ours/raw and theirs/ours).
+            [--markdown table.md] [--data ../shared/data]
+Prints a Markdown table (time per step, ratios ours/raw and theirs/ours). ``--data`` is the
+folder that holds ``water_dft/`` (on the GPU machine, the copy the suite carries).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from ase.md.verlet import VelocityVerlet
 
 from ase_mlmd import MLCalculator
 from ase_mlmd.batch import batch_from_atoms
+from ase_mlmd.fileio import atomic_write_text
 
-WATER = Path(__file__).resolve().parents[2] / "shared" / "data" / "water_dft" / "data_0"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+WATER = DATA / "water_dft" / "data_0"
 
 
 def water_box(repeat: int = 2) -> Atoms:
@@ -161,7 +165,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few steps (smoke test)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("-o", "--output", default=None, help="write results as JSON")
+    parser.add_argument("--markdown", default=None, help="write the table as Markdown")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding water_dft/")
     args = parser.parse_args()
+    global WATER
+    WATER = args.data / "water_dft" / "data_0"
     systems = {"ethanol (9 atoms)": molecule("CH3CH2OH"), "water (1536 atoms)": water_box(2)}
     steps = {
         "ethanol (9 atoms)": 20 if args.quick else 100,
@@ -200,23 +208,25 @@ def main() -> None:
                 }
             )
             print(f"done {model_name} {system_name}", flush=True)
-    print(
-        f"\ndevice {args.device}, torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.get_num_threads()} threads, float64, median of {args.rounds} interleaved rounds\n"
-    )
-    print(
+    lines = [
+        f"device {args.device}, torch {torch.__version__}, {platform.machine()}, "
+        f"{torch.get_num_threads()} threads, float64, median of {args.rounds} interleaved rounds",
+        "",
         "| model | system | raw fwd+bwd ms | MLCalculator MD step ms "
-        "| backend calculator MD step ms "
-        "| ours / raw | backend / ours |"
-    )
-    print("|---|---|---|---|---|---|---|")
+        "| backend calculator MD step ms | ours / raw | backend / ours |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        print(
+        lines.append(
             f"| {r['model']} | {r['system']} | {r['raw_ms']:.2f} | {r['ours_ms']:.2f} | "
             f"{r['theirs_ms']:.2f} | {r['ours_over_raw']:.2f} | {r['theirs_over_ours']:.2f} |"
         )
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
     if args.output:
-        Path(args.output).write_text(json.dumps(rows, indent=2))
+        atomic_write_text(args.output, json.dumps(rows, indent=2))
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
 
 
 if __name__ == "__main__":
