@@ -6,7 +6,7 @@ bead, F_i = Σ_j φ'(r_ij) (x_j − x_i) / r_ij = A_i θ. Force matching — min
 ⟨|F_CG(x_CG) − M_F F_atom|²⟩ over the mapped frames (METRICS.md §3) — is then the linear least
 squares problem
 
-    min_θ  Σ_frames |A θ − F_mapped|² + λ n_rows |D₂ θ|² / K
+    min_θ  Σ_frames |A θ − F_mapped|² + λ (tr AᵀA / K) |D₂ θ|²
 
 solved exactly from its normal equations (no stochastic optimizer), with a small penalty λ on the
 second differences D₂ θ (smoothness; it also fixes knots that no pair reaches, which continue the
