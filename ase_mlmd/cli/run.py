@@ -155,6 +155,23 @@ class SummaryRunner(Runner):
             how = "appended to" if existed[args.output] else "written to"
             print(f"  final structure {how}: {args.output}")
 
+    def build(self, name: str):
+        """ASE's reading of the structure, with a file ASE cannot parse named as such."""
+        try:
+            atoms = super().build(name)
+        except Exception as err:  # ASE raises XYZError, UnknownFileTypeError, ValueError, ...
+            raise StructureFileError(
+                f"cannot read a structure from {name} ({type(err).__name__}: {err}); check the "
+                "file, and that its extension names its format (.xyz, .extxyz, .cif, .traj, "
+                "POSCAR, ...)"
+            ) from err
+        if self.args.maximum_stress and not atoms.pbc.all():
+            raise StructureFileError(
+                f"-s/--maximum-stress relaxes the cell, but {name} is not periodic (pbc="
+                f"{atoms.pbc.tolist()}); relax the atoms only with -f/--maximum-force"
+            )
+        return atoms
+
     def calculate_once(self, atoms) -> None:
         super().calculate_once(atoms)
         self.atoms = atoms

@@ -200,3 +200,17 @@ def test_unknown_calculator_parameter_is_refused_not_ignored(files, capsys, comm
 )
 def test_run_flags_that_ase_would_take_silently_or_hang_on(files, capsys, flags, match):
     assert match in cli_fails(["run", "lj-argon", "cluster.xyz", *flags], capsys)
+
+
+def test_unreadable_structure_file_is_an_input_error(files, capsys):
+    (files / "garbage.xyz").write_text("this is not\na structure\n")
+    (files / "notes.txt").write_text("hello\n")
+    err = cli_fails(["run", "lj-argon", "garbage.xyz"], capsys)
+    assert "cannot read a structure from garbage.xyz" in err and "XYZError" in err
+    err = cli_fails(["run", "lj-argon", "notes.txt"], capsys)
+    assert "cannot read a structure from notes.txt" in err and "extension" in err
+
+
+def test_cell_relaxation_of_a_molecule_points_to_f(files, capsys):
+    err = cli_fails(["run", "lj-argon", "cluster.xyz", "-s", "0.01"], capsys)
+    assert "-s/--maximum-stress relaxes the cell" in err and "-f/--maximum-force" in err
