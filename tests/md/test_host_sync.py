@@ -107,3 +107,33 @@ def test_the_counter_sees_what_a_sync_is(monkeypatch):
         torch.tensor([1.0, 2.0]).tolist()
     assert "__bool__" in counter.calls and "tolist" in counter.calls
     assert "torch.equal" in counter.calls or "boolean mask" in counter.calls
+
+
+def test_schnet_finds_the_pairs_of_a_list_once(monkeypatch):
+    """The fast SchNet forward pairs up the two directions of each edge (a device sync): once
+    per neighbor list, not at every call with the same list."""
+    from ase.build import molecule
+
+    from ase_mlmd.batch import batch_from_atoms
+    from ase_mlmd.models.backends import schnet_fast
+    from ase_mlmd.models.backends.schnetpack import SchNetPackModel, build_schnet_model
+    from ase_mlmd.models.interface import evaluate
+
+    model = SchNetPackModel(
+        build_schnet_model(cutoff=4.0, n_atom_basis=16, n_interactions=2, n_rbf=8, seed=0)
+    )
+    found = []
+    original = schnet_fast.find_symmetric_pairs
+    monkeypatch.setattr(
+        schnet_fast, "find_symmetric_pairs", lambda *a: found.append(1) or original(*a)
+    )
+    batch = batch_from_atoms([molecule("CH3CH2OH")], 4.0)
+    first = evaluate(model, batch)["forces"]
+    moved = batch.replace(positions=batch.positions + 0.01)
+    second = evaluate(model, moved)["forces"]
+    assert len(found) == 1 and not torch.equal(first, second)
+    batch.edge_index[:, [0, 1]] = batch.edge_index[:, [1, 0]]  # changed in place: found again
+    evaluate(model, batch)
+    assert len(found) == 2
+    fresh = evaluate(model, batch_from_atoms([molecule("CH3CH2OH")], 4.0))["forces"]
+    torch.testing.assert_close(fresh, first, rtol=0, atol=1e-12)

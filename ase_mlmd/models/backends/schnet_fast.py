@@ -77,7 +77,31 @@ def pairwise_vectors(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return inputs
 
 
+#: the last :func:`symmetric_pairs` answer with the tensors it was computed from (kept alive,
+#: so that their memory cannot be reused by another list while the entry stands)
+_last_pairs: list = []
+
+
+def _signature(t: torch.Tensor) -> tuple:
+    """Memory, layout and version (in-place changes count up) of a tensor — no device sync."""
+    return (t.device, t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t._version)
+
+
 def symmetric_pairs(
+    idx_i: torch.Tensor, idx_j: torch.Tensor, cell_shifts: torch.Tensor, n_atoms: int
+) -> torch.Tensor | None:
+    """:func:`find_symmetric_pairs`, remembered for the last list: the MD engine passes the same
+    list at every step between rebuilds, and finding the pairs synchronises with the device."""
+    inputs = (idx_i, idx_j, cell_shifts)
+    signature = (n_atoms, *(_signature(t) for t in inputs))
+    if _last_pairs and _last_pairs[0] == signature:
+        return _last_pairs[2]
+    pairs = find_symmetric_pairs(idx_i, idx_j, cell_shifts, n_atoms)
+    _last_pairs[:] = [signature, inputs, pairs]
+    return pairs
+
+
+def find_symmetric_pairs(
     idx_i: torch.Tensor, idx_j: torch.Tensor, cell_shifts: torch.Tensor, n_atoms: int
 ) -> torch.Tensor | None:
     """One edge of each pair of a full neighbor list, or None if the list is not one.
