@@ -73,6 +73,17 @@ class BenchConfig:
     reference_fes: str | None = None
     threads: int | str | None = "auto"
 
+    def __post_init__(self) -> None:
+        get_system(self.system)  # an unknown name fails here, with the known ones
+        if not (isinstance(self.replicas, int) and self.replicas >= 1):
+            raise ValueError(
+                f"replicas (--replicas) must be a whole number >= 1, got {self.replicas!r}"
+            )
+        if not (isinstance(self.max_test_frames, int) and self.max_test_frames >= 1):
+            raise ValueError(f"max_test_frames must be >= 1, got {self.max_test_frames!r}")
+        if self.length_ps is not None and not self.length_ps > 0:
+            raise ValueError(f"length_ps (--length) must be positive, got {self.length_ps!r}")
+
     @property
     def protocol(self) -> BenchSystem:
         return get_system(self.system)

@@ -113,3 +113,18 @@ def test_peptide_topology_must_list_the_reference_atoms_in_order():
         pytest.skip("the first two atoms of the PDB are the same element")
     with pytest.raises(IncompatibleTrajectoriesError, match="same order \\(first difference at"):
         check_topology(shuffled, ALA2_PDB, "shuffled")
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"replicas": 0}, "replicas \\(--replicas\\) must be a whole number >= 1, got 0"),
+        ({"length_ps": -1.0}, "--length"),
+        ({"system": "benzene"}, "unknown benchmark system 'benzene'"),
+    ],
+)
+def test_bench_config_refuses_settings_that_cannot_run(settings, match):
+    from ase_mlmd.bench import BenchConfig
+
+    with pytest.raises(ValueError, match=match):
+        BenchConfig(**settings)
