@@ -141,6 +141,10 @@ class ForceField:
         keep = (i < j) | ((i == j) & positive)
         edge_index = edge_index[:, keep]
         shifts = shifts[keep]
+        # sorted by centre: the centre-side sums become segment sums
+        order = torch.sort(edge_index[0], stable=True).indices
+        edge_index = edge_index[:, order]
+        shifts = shifts[order]
         edge_system = state.system_idx.index_select(0, edge_index[0])
         n_atoms = positions.shape[0]
         self._half = _HalfList(
@@ -152,6 +156,7 @@ class ForceField:
                 flat_component_index(edge_index[0], n_atoms),
                 flat_component_index(edge_index[1], n_atoms),
             ),
+            centre_counts=torch.bincount(edge_index[0], minlength=n_atoms),
         )
         self._reference = (positions.clone(), cell.clone(), state.system_idx)
         self._edges = None
@@ -188,6 +193,7 @@ class ForceField:
             half_list=True,
             shift_vectors=shift_vectors,
             flat_index=half.flat_index,
+            centre_counts=half.centre_counts,
         )
         if model_dtype != state.dtype:
             out = {k: v.to(state.dtype) for k, v in out.items()}
@@ -356,7 +362,7 @@ class _Chunk:
 class _HalfList:
     """A half skin list: each pair within ``cutoff + skin`` once, with its image shift."""
 
-    __slots__ = ("edge_index", "shifts", "shift_vectors", "flat_index")
+    __slots__ = ("edge_index", "shifts", "shift_vectors", "flat_index", "centre_counts")
 
     def __init__(
         self,
@@ -364,11 +370,13 @@ class _HalfList:
         shifts: torch.Tensor,
         shift_vectors: torch.Tensor,
         flat_index: tuple[torch.Tensor, torch.Tensor],
+        centre_counts: torch.Tensor,
     ) -> None:
         self.edge_index = edge_index  # (2, E)
         self.shifts = shifts  # (E, 3) integer image shifts
         self.shift_vectors = shift_vectors  # (E, 3) Å, at the cell of the build
         self.flat_index = flat_index  # ((3E,), (3E,)) flat force components of i and j
+        self.centre_counts = centre_counts  # (N,) edges per centre (edges sorted by centre)
 
 
 class _Shell:

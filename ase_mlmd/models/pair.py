@@ -158,6 +158,7 @@ class PairPotential(EnergyModel):
         half_list: bool = False,
         shift_vectors: torch.Tensor | None = None,
         flat_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+        centre_counts: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Energy, per-atom energies, forces (and stress) from φ'(r), without autograd.
 
@@ -169,6 +170,7 @@ class PairPotential(EnergyModel):
             shift_vectors: (E, 3) Cartesian image shifts of the edges, Å, if already known.
             flat_index: the edges' atoms as flat component indices, if already known
                 (:func:`~ase_mlmd.models.pair_direct.flat_component_index` of each row).
+            centre_counts: (N,) edges per centre atom when the edges are sorted by centre.
 
         Returns:
             energy (B,), energies (N,), forces (N, 3), stress (B, 3, 3): eV, eV/Å, eV/Å^3.
@@ -185,6 +187,7 @@ class PairPotential(EnergyModel):
             half_list,
             shift_vectors,
             flat_index,
+            centre_counts,
         )
 
     def cut_pair_energy(self, r: torch.Tensor) -> torch.Tensor:

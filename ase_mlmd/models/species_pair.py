@@ -168,6 +168,7 @@ class SpeciesPairPotential(EnergyModel):
         half_list: bool = False,
         shift_vectors: torch.Tensor | None = None,
         flat_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+        centre_counts: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """As :meth:`~ase_mlmd.models.pair.PairPotential.direct_evaluate`, per species pair."""
         if not self.direct_forces:
@@ -188,7 +189,13 @@ class SpeciesPairPotential(EnergyModel):
             return phi, scaled
 
         return pair_forces_and_stress(
-            pair_terms, batch, "stress" in set(properties), half_list, shift_vectors, flat_index
+            pair_terms,
+            batch,
+            "stress" in set(properties),
+            half_list,
+            shift_vectors,
+            flat_index,
+            centre_counts,
         )
 
     def extra_repr(self) -> str:
