@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> None:
                 "load_1min_after": os.getloadavg()[0],
                 "lammps": lammps,
                 "engine": engine,
-                "ratio_lammps_over_engine": lammps["atom_steps_per_s"]
-                / engine["atom_steps_per_s"],
+                "ratio_lammps_over_engine": lammps["atom_steps_per_s"] / engine["atom_steps_per_s"],
             }
             cases.append(case)
             print(
