@@ -61,3 +61,46 @@ def add_reference_arguments(parser, example_options: str = "charge=1") -> None:
         help="OpenMP/BLAS threads of the reference (default 1: fastest for small molecules; "
         "0 leaves the library default)",
     )
+
+
+def read_structures(path: str, index: str, flag: str = "--index"):
+    """``ase.io.read(path, index=index)`` for a command-line user: a missing or unreadable
+    file, or an index outside the file / not of ASE's form (``5``, ``-1``, ``0:8``, ``::2``),
+    is a :class:`~ase_mlmd.errors.StructureFileError` that names the file and ``flag``."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    from ase_mlmd.errors import StructureFileError
+
+    if not Path(path).is_file():
+        raise StructureFileError(f"structure file {path} does not exist")
+    try:
+        structures = read(path, index=index)
+    except (StopIteration, IndexError) as err:
+        raise StructureFileError(
+            f"{flag} {index} selects no frame of {path} (it holds fewer frames); give an index "
+            "within the file, e.g. 0, -1 or 0:8"
+        ) from err
+    except (TypeError, ValueError) as err:
+        if _is_index(index):
+            raise StructureFileError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+        raise StructureFileError(
+            f"{flag} {index!r} is not a frame index; use ASE's form: a number (0, -1) or a "
+            "slice (0:8, ::2, 10:)"
+        ) from err
+    if isinstance(structures, list) and not structures:
+        raise StructureFileError(f"{flag} {index} selects no frame of {path}")
+    return structures
+
+
+def _is_index(text: str) -> bool:
+    """True for ASE's index syntax: an integer or a slice of up to three integers."""
+    parts = str(text).split(":")
+    if len(parts) > 3:
+        return False
+    try:
+        [int(p) for p in parts if p.strip()]
+    except ValueError:
+        return False
+    return True

@@ -32,9 +32,7 @@ class CLICommand:
 
     @staticmethod
     def run(args, parser=None) -> None:
-        from ase.io import read
-
-        from ase_mlmd.cli.common import parse_parameters
+        from ase_mlmd.cli.common import parse_parameters, read_structures
         from ase_mlmd.data.reference import reference_calculator
         from ase_mlmd.data.sampling import label_frames
 
@@ -47,7 +45,7 @@ class CLICommand:
         if args.index == ":":
             frames = args.frames  # label_frames reads it and names it in messages
         else:
-            frames = read(args.frames, index=args.index)
+            frames = read_structures(args.frames, args.index)
             frames = frames if isinstance(frames, list) else [frames]
         output = Path(args.output)
         labelled = label_frames(

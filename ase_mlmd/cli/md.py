@@ -109,9 +109,7 @@ class CLICommand:
             return
         if args.replicas not in (None, 1):
             _fail(parser, "--replicas needs --engine torch (the ase engine runs one structure)")
-        from ase.io import read
-
-        from ase_mlmd.cli.common import make_calculator, parse_parameters
+        from ase_mlmd.cli.common import make_calculator, parse_parameters, read_structures
         from ase_mlmd.md.ase_md import AseMDConfig, run_ase_md
 
         config = AseMDConfig(
@@ -125,7 +123,9 @@ class CLICommand:
             log_every=args.log_every,
             seed=args.seed,
         )
-        atoms = read(args.structure, index=args.index)
+        atoms = read_structures(args.structure, args.index)
+        if isinstance(atoms, list):
+            _fail(parser, "--engine ase runs one structure: give --index a single frame")
         calc = make_calculator(
             args.calc, parse_parameters(args.parameters), device=args.device, trust=args.trust_model
         )
@@ -151,10 +151,8 @@ def _fail(parser, message: str) -> None:
 
 def _run_torch(args, parser) -> None:
     """``--engine torch``: many replicas with :func:`ase_mlmd.md.simulate`."""
-    from ase.io import read
-
     from ase_mlmd.calculators.registry import ase_reserved_names
-    from ase_mlmd.cli.common import make_calculator, parse_parameters
+    from ase_mlmd.cli.common import make_calculator, parse_parameters, read_structures
     from ase_mlmd.fileio import atomic_write_text
     from ase_mlmd.md.monitors import BondDeviation, MaxForce
     from ase_mlmd.md.simulate import simulate
@@ -167,7 +165,7 @@ def _run_torch(args, parser) -> None:
             "which needs a torch energy model (a card or a nequip/schnetpack model). Use "
             "--engine ase for it",
         )
-    structures = read(args.structure, index=args.index)
+    structures = read_structures(args.structure, args.index)
     calc = make_calculator(
         args.calc, parse_parameters(args.parameters), device=args.device, trust=args.trust_model
     )

@@ -114,6 +114,7 @@ class FitConfig:
             "sample_every": self.sample_every,
             "plateau_window": self.plateau_window,
             "ibi_steps": self.ibi_steps,
+            "ibi_iterations": self.ibi_iterations,
             "newton_iterations": self.newton_iterations,
             "newton_frames": self.newton_frames,
             "newton_knot_bins": self.newton_knot_bins,
@@ -121,8 +122,13 @@ class FitConfig:
         bad = {k: v for k, v in positive.items() if not (isinstance(v, int) and v >= 1)}
         if bad:
             raise ValueError(f"these settings must be integers >= 1: {bad}")
-        if not (self.lr > 0 and 0 < self.lr_factor < 1 and 0 < self.ess_threshold <= 1):
-            raise ValueError("need lr > 0, 0 < lr_factor < 1 and 0 < ess_threshold <= 1")
+        for name, ok, rule in (
+            ("lr", self.lr > 0, "> 0"),
+            ("lr_factor", 0 < self.lr_factor < 1, "in (0, 1)"),
+            ("ess_threshold", 0 < self.ess_threshold <= 1, "in (0, 1]"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
         if not (
             self.newton_regularization >= 0
             and 0 < self.newton_damping <= 1

@@ -15,6 +15,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import BaseCalculator
 
 from ase_mlmd.errors import CorruptOutputError
+from ase_mlmd.md.integrators import check_thermostat_constants
 from ase_mlmd.outdir import lock_file, locked_outputs
 
 ENSEMBLES = ("nve", "nvt-langevin", "nvt-nose-hoover", "nvt-bussi")
@@ -60,6 +61,7 @@ class AseMDConfig:
             raise ValueError(f"temperature must be >= 0 K, got {self.temperature_K}")
         if self.save_every < 1 or self.log_every < 1:
             raise ValueError("save_every and log_every must be >= 1")
+        check_thermostat_constants(self.friction_per_fs, self.tdamp_fs)
 
 
 def make_dynamics(atoms: Atoms, config: AseMDConfig, rng: np.random.Generator):

@@ -322,3 +322,20 @@ def make_integrator(
     if ensemble == "nvt-bussi":
         return bussi(forcefield, timestep_fs, temperature_K, tdamp_fs, seed, differentiable)
     raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+
+
+def check_thermostat_constants(friction_per_fs: Schedule, tdamp_fs: Schedule | None) -> None:
+    """Refuse a negative/non-finite Langevin friction (1/fs) or a non-positive thermostat time
+    constant (fs) before a run starts (a negative friction heats the system without bound)."""
+    friction = torch.as_tensor(friction_per_fs, dtype=torch.float64).reshape(-1)
+    if not torch.isfinite(friction).all() or (friction < 0).any():
+        raise ValueError(
+            f"friction must be >= 0 per fs (--friction), got {friction_per_fs!r}; 0.01/fs "
+            "(a 100 fs relaxation time) is the default"
+        )
+    if tdamp_fs is not None:
+        tdamp = torch.as_tensor(tdamp_fs, dtype=torch.float64).reshape(-1)
+        if not torch.isfinite(tdamp).all() or (tdamp <= 0).any():
+            raise ValueError(
+                f"the thermostat time constant must be > 0 fs (--tdamp), got {tdamp_fs!r}"
+            )

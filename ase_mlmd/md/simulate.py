@@ -34,7 +34,7 @@ from ase import Atoms, units
 from ase_mlmd.md import checkpoint as ckpt
 from ase_mlmd.md.driver import Driver
 from ase_mlmd.md.forcefield import ForceField
-from ase_mlmd.md.integrators import ENSEMBLES, make_integrator
+from ase_mlmd.md.integrators import ENSEMBLES, check_thermostat_constants, make_integrator
 from ase_mlmd.md.monitors import Monitor, NaNMonitor, TemperatureBounds
 from ase_mlmd.md.reporters import EnergyLog, TrajectoryReporter, checkpoint_path_for, replica_paths
 from ase_mlmd.md.results import SimulationResult
@@ -105,6 +105,7 @@ class SimulationConfig:
             )
         if not np.isfinite(temperatures).all() or (temperatures < 0).any():
             raise ValueError(f"temperature must be >= 0 K, got {self.temperature_K!r}")
+        check_thermostat_constants(self.friction_per_fs, self.tdamp_fs)
 
     def temperatures(self, n_replicas: int) -> list[float]:
         """(n_replicas,) temperature of each replica, K."""
