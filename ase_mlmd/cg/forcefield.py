@@ -5,8 +5,9 @@
 1. checks that every frame is a CG frame with mapped forces;
 2. splits the frames with the package's split (``ordered_split=True``: time-ordered blocks);
 3. fits the priors (:mod:`ase_mlmd.cg.priors`) on the *training* frames only;
-4. builds a SchNet/PaiNN network over bead types whose last layer is scaled to the RMS of the
-   residual force F − F_prior (so it starts at the residual's scale);
+4. builds a SchNet/PaiNN network over bead types, or a CGnet-style MLP over internal coordinates
+   (distances, angles, cos/sin of dihedrals; ``config.model = "cgnet"``), whose last layer is
+   scaled to the RMS of the residual force F − F_prior (so it starts at the residual's scale);
 5. trains prior + network with THE training loop (:func:`ase_mlmd.train.train`, force matching:
    ``energy_weight = 0``, loss ⟨|F_CG − M_F F|²⟩; EMA, early stopping, checkpoint/resume, CSV
    log) and writes the card (backend ``cg-prior-network``) with the prior-only and
@@ -92,12 +93,27 @@ def _check_frames(frames: Sequence[Atoms]) -> tuple[list[str], list[str]]:
     return types, beads
 
 
-def build_network(config: TrainConfig, n_types: int, residual_rms: float) -> torch.nn.Module:
-    """A schnetpack network over pseudo numbers 1 … n_types, last layer scaled to the data."""
+def build_network(
+    config: TrainConfig,
+    n_types: int,
+    residual_rms: float,
+    *,
+    topology: CGTopology | None = None,
+    frames: Sequence[Atoms] | None = None,
+) -> torch.nn.Module:
+    """A network over pseudo numbers 1 … n_types, last layer scaled to the data.
+
+    ``config.model``: ``schnet``/``painn`` (schnetpack over bead types) or ``cgnet`` (MLP over
+    the internal coordinates of ``topology``: all bead-pair distances, its angles, cos and sin
+    of its dihedrals; features standardised over ``frames``, the training frames; hidden
+    layers from the hyperparameters ``hidden`` = [widths] or ``width`` and ``depth``).
+    """
+    if config.model == "cgnet":
+        return _build_cgnet(config, n_types, residual_rms, topology, frames)
     if config.model not in ("schnet", "painn"):
         raise ValueError(
-            f"--model {config.model}: CG networks are schnet or painn for now (nequip CG cards "
-            "are not implemented)"
+            f"--model {config.model}: CG networks are schnet, painn or cgnet for now (nequip CG "
+            "cards are not implemented)"
         )
     from ase_mlmd.models.backends.schnetpack import SchNetPackModel, build_schnet_model
 
@@ -113,6 +129,40 @@ def build_network(config: TrainConfig, n_types: int, residual_rms: float) -> tor
         last.weight.mul_(residual_rms)
         last.bias.zero_()
     return SchNetPackModel(nnp, species=range(1, n_types + 1), cutoff=config.cutoff)
+
+
+def _build_cgnet(
+    config: TrainConfig,
+    n_types: int,
+    residual_rms: float,
+    topology: CGTopology | None,
+    frames: Sequence[Atoms] | None,
+) -> torch.nn.Module:
+    from ase_mlmd.models.cg_features import CGnetNetwork
+
+    if topology is None or not frames:
+        raise ValueError("a cgnet network needs the CG topology and the training frames")
+    hyper = config.model_hyperparameters()
+    hidden = hyper.get("hidden", (128, 128, 128, 128))
+    if "width" in hyper or "depth" in hyper:  # the CLI's --hyper width=64,depth=3
+        hidden = [int(hyper.get("width", hidden[0]))] * int(hyper.get("depth", len(hidden)))
+    network = CGnetNetwork(
+        len(frames[0]),
+        angles=topology.angles,
+        dihedrals=topology.dihedrals,
+        hidden=hidden,
+        activation=hyper.get("activation", "tanh"),
+        cutoff=config.cutoff,
+        species=range(1, n_types + 1),
+        dtype=getattr(torch, config.dtype),
+        seed=config.seed,
+    )
+    network.set_normalisation(batch_from_atoms(list(frames), config.cutoff))
+    with torch.no_grad():  # standardised features: 0.1 × residual starts near the prior's loss
+        last = network.mlp[-1]
+        last.weight.mul_(0.1 * residual_rms)
+        last.bias.zero_()
+    return network
 
 
 def fit_cg_forcefield(
@@ -132,7 +182,7 @@ def fit_cg_forcefield(
     Args:
         frames: CG frames with mapped forces (eV/Å), one molecule type, in time order.
         output_dir: folder for card, weights, checkpoint, log and split.
-        config: training settings (model schnet/painn, cutoff, split, ordered_split, max_time,
+        config: training settings (model schnet/painn/cgnet, cutoff, split, ordered_split, max_time,
             ...); ``energy_weight`` is set to 0 (force matching).
         priors: prior terms and temperature; topology: bonds (default: a chain in bead order).
         network: False fits the prior only.
@@ -173,8 +223,9 @@ def fit_cg_forcefield(
         return CGFitResult(card, summary, loss_prior, loss_prior, len(train_frames),
                            len(test_frames), None, prior_only)  # fmt: skip
     residual = _residual_rms(prior_only, train_frames[:: max(1, len(train_frames) // 500)])
-    model = CGForceField(prior, build_network(config, len(types), residual), types,
-                         topology.to_dict())  # fmt: skip
+    sample = train_frames[:: max(1, len(train_frames) // 2000)]
+    net = build_network(config, len(types), residual, topology=topology, frames=sample)
+    model = CGForceField(prior, net, types, topology.to_dict())
     losses: dict[str, float] = {}
 
     def export(fitted, directory, card_name, provenance):

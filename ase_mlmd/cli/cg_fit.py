@@ -43,7 +43,12 @@ def add_subcommands(sub) -> None:
     add = p.add_argument
     add("data", help="folder of *coordinates*.npy + *forces*.npy, or an extxyz of CG frames")
     add("--units", default=None, help="energy unit of numpy forces: kcal/mol, kJ/mol, eV, meV")
-    add("--model", choices=("schnet", "painn"), default="schnet", help="network (default schnet)")
+    add(
+        "--model",
+        choices=("schnet", "painn", "cgnet"),
+        default="schnet",
+        help="network (default schnet; cgnet: MLP over distances, angles, cos/sin of dihedrals)",
+    )
     add("--no-network", action="store_true", help="fit and export the prior alone")
     add("--priors", default=",".join(TERMS), help=f"prior terms (default {','.join(TERMS)})")
     add("--temperature", type=float, default=pr.temperature_K, help="K, of the data (300)")
@@ -54,7 +59,12 @@ def add_subcommands(sub) -> None:
         "(default time:0.7,0.1,0.2: the last 20%% are the test set)")  # fmt: skip
     add("--stride", type=int, default=1, help="use every N-th frame (default 1)")
     add("--cutoff", type=float, default=10.0, help="network cutoff, Å (default 10)")
-    add("--hyper", default="", help="network architecture, e.g. n_atom_basis=32,n_interactions=2")
+    add(
+        "--hyper",
+        default="",
+        help="network architecture, e.g. n_atom_basis=32,n_interactions=2 "
+        "(schnet/painn) or width=128,depth=4,activation=tanh (cgnet)",
+    )
     add("--max-time", default=None, help="wall-time budget, e.g. 10m")
     add("--max-epochs", type=int, default=d.max_epochs, help=f"default {d.max_epochs}")
     add("--batch-size", type=int, default=64, help="default 64")

@@ -2,7 +2,8 @@
 
 ``E(x) = E_prior(x) + E_network(x)`` over CG structures whose "atoms" are beads with pseudo
 atomic numbers ``1 … n_types`` (the convention of :mod:`ase_mlmd.cg`). The network is a
-schnetpack SchNet or PaiNN over bead types (the package's ``schnetpack`` backend).
+schnetpack SchNet or PaiNN over bead types (the package's ``schnetpack`` backend) or a CGnet-style
+MLP over internal coordinates (:mod:`ase_mlmd.models.cg_features`, network backend ``cgnet``).
 
 Card (backend :data:`CG_BACKEND`)::
 
@@ -12,7 +13,7 @@ Card (backend :data:`CG_BACKEND`)::
     bead_types = ["C", "N", "CA"]          # ordered type list: pseudo number = 1 + index
     topology = {bead_types = [...], bonds = [[0, 1], ...]}
     n_beads = 5
-    network = {backend = "schnetpack", parameters = {...}}   # absent: prior only
+    network = {backend = "schnetpack", parameters = {...}}   # or "cgnet"; absent: prior only
     [weights]                             # safetensors: prior.* buffers and network.* weights
 
 The model refuses structures without bead types or with other types (an all-atom structure):
@@ -31,6 +32,7 @@ import torch
 from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.errors import CardError, UnsupportedSpeciesError
 from ase_mlmd.models.bonded import BondedPrior
+from ase_mlmd.models.cg_features import CGNET_BACKEND, CGnetNetwork, cgnet_from_state
 from ase_mlmd.models.interface import EnergyModel
 
 CG_BACKEND = "cg-prior-network"
@@ -99,7 +101,12 @@ class CGForceField(EnergyModel):
 
 
 def _network_state(network: EnergyModel) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and rebuild parameters of a schnetpack network."""
+    """Weights and rebuild parameters of a schnetpack or CGnet network."""
+    if isinstance(network, CGnetNetwork):
+        return network.state_dict(), {
+            "backend": CGNET_BACKEND,
+            "parameters": network.hyperparameters(),
+        }
     nnp = getattr(network, "nnp", None)
     params = getattr(nnp, "ase_mlmd_hyperparameters", None)
     if params is None:
@@ -183,11 +190,18 @@ def cg_model_from_card(card: Any, state: dict[str, torch.Tensor]) -> CGForceFiel
             cutoff=card.cutoff,
         )
     if "network" in params:
+        spec = dict(params["network"])
+        net_state = {k[8:]: v for k, v in state.items() if k.startswith("network.")}
+        if spec.get("backend") == CGNET_BACKEND:
+            network = _cgnet_from_card(card, spec, net_state, len(bead_types))
+        elif spec.get("backend") != "schnetpack":
+            raise CardError(
+                f"{card.path}: network backend {spec.get('backend')!r} unsupported "
+                f"(known: schnetpack, {CGNET_BACKEND})"
+            )
+    if "network" in params and network is None:
         from ase_mlmd.models.backends.schnetpack_files import model_from_state_dict
 
-        spec = dict(params["network"])
-        if spec.get("backend") != "schnetpack":
-            raise CardError(f"{card.path}: network backend {spec.get('backend')!r} unsupported")
         net_card = SimpleNamespace(
             parameters=dict(spec.get("parameters", {})),
             cutoff=card.cutoff,
@@ -195,8 +209,25 @@ def cg_model_from_card(card: Any, state: dict[str, torch.Tensor]) -> CGForceFiel
             dtype=card.dtype,
             path=card.path,
         )
-        net_state = {k[8:]: v for k, v in state.items() if k.startswith("network.")}
         network = model_from_state_dict(net_card, net_state)
     if prior is None and network is None:
         raise CardError(f"{card.path}: the weights hold neither prior.* nor network.* tensors")
     return CGForceField(prior, network, bead_types, params.get("topology"))
+
+
+def _cgnet_from_card(
+    card: Any, spec: dict, state: dict[str, torch.Tensor], n_types: int
+) -> CGnetNetwork:
+    """The CGnet network of a card; CardError when its parameters or weights do not fit."""
+    try:
+        return cgnet_from_state(
+            dict(spec.get("parameters", {})),
+            state,
+            cutoff=card.cutoff,
+            species=range(1, n_types + 1),
+        )
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CardError(
+            f"{card.path}: the {CGNET_BACKEND} network's parameters and weights do not fit "
+            f"together ({exc}); re-export the card with ase-mlmd cg fit"
+        ) from None

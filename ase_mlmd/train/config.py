@@ -33,6 +33,9 @@ from typing import Any
 
 #: models ``train`` can build: nequip's NequIPGNNModel, schnetpack's SchNet and PaiNN
 MODELS = ("nequip", "schnet", "painn")
+#: networks that only a CG fit builds (``ase_mlmd.cg.forcefield.build_network``): CGnet-style
+#: MLP over the internal coordinates of a CG molecule (:mod:`ase_mlmd.models.cg_features`)
+CG_MODELS = ("cgnet",)
 DTYPES = ("float32", "float64")
 
 #: architecture defaults per model, small so that training is fast on a CPU; NequIP also gets
@@ -49,6 +52,7 @@ DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     },
     "schnet": {"n_atom_basis": 32, "n_interactions": 3, "n_rbf": 20},
     "painn": {"n_atom_basis": 32, "n_interactions": 3, "n_rbf": 20},
+    "cgnet": {"hidden": [128, 128, 128, 128], "activation": "tanh"},
 }
 
 #: settings that may change between a run and its resumption (they do not change what the
@@ -150,8 +154,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that cannot work."""
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.model not in MODELS + CG_MODELS:
+            raise ValueError(f"model must be one of {MODELS + CG_MODELS}, got {self.model!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         positive = {

@@ -36,6 +36,11 @@ def build_model(config: TrainConfig, stats: DatasetStatistics) -> EnergyModel:
         config: model kind, cutoff, hyperparameters, dtype and seed.
         stats: statistics of the training frames (same cutoff).
     """
+    if config.model not in ("nequip", "schnet", "painn"):
+        raise ValueError(
+            f"model {config.model!r} is a CG network: fit it with ase-mlmd cg fit "
+            "(ase_mlmd.cg.fit_cg_forcefield), not ase-mlmd train"
+        )
     species = sorted(stats.species, key=lambda s: atomic_numbers[s])
     shifts = {s: float(stats.energy_shifts[s]) for s in species}
     scale = float(stats.force_rms) if stats.force_rms > 0 else 1.0
