@@ -193,7 +193,8 @@ class ForceField:
             half_list=True,
             shift_vectors=shift_vectors,
             flat_index=half.flat_index,
-            centre_counts=half.centre_counts,
+            # segment sums on CPU; on a GPU the scatter (atomic adds) needs no host work
+            centre_counts=half.centre_counts if positions.device.type == "cpu" else None,
         )
         if model_dtype != state.dtype:
             out = {k: v.to(state.dtype) for k, v in out.items()}
