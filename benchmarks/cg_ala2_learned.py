@@ -16,7 +16,9 @@ Stages (each skips what is already there, so rerunning continues; ``--stages`` p
 * ``fit``: Boltzmann-inverted priors (bonds, angles, Fourier dihedrals, repulsion) of the
   mapping's own topology (``CGMapping.topology()``; ``ase-mlmd cg fit`` has no topology input
   and would assume a chain), prior alone and prior + SchNet by force matching, time-ordered
-  split 0.7 / 0.1 / 0.2, with :func:`ase_mlmd.cg.forcefield.fit_cg_forcefield`;
+  split 0.7 / 0.1 / 0.2, with :func:`ase_mlmd.cg.forcefield.fit_cg_forcefield` (``--network
+  cgnet``: the CGnet-style MLP over distances, angles and cos/sin of the dihedrals instead of
+  SchNet, into ``cgnet/``);
 * ``md``: ``ase-mlmd md START --index : --engine torch --ensemble nvt-langevin --temperature
   300`` for each model, one replica per start frame (frames spread over the training part);
 * ``eval``: :func:`ase_mlmd.cg.evaluate.evaluate_runs` with the chosen dihedral pair, the
@@ -194,10 +196,13 @@ def stage_fit(args) -> None:
     topology = CGMapping.from_json(MAPPING).topology()
     priors = PriorSettings(terms=("bonds", "angles", "dihedrals", "repulsion"),
                            temperature_K=300.0)  # fmt: skip
+    schnet = args.network == "schnet"
     config = TrainConfig(
-        model="schnet",
+        model=args.network,
         cutoff=args.cutoff,
-        hyperparameters={"n_atom_basis": 32, "n_interactions": 2, "n_rbf": 20},
+        hyperparameters={"n_atom_basis": 32, "n_interactions": 2, "n_rbf": 20}
+        if schnet
+        else {"hidden": [128, 128, 128, 128], "activation": "tanh"},
         split=(0.7, 0.1, 0.2),
         ordered_split=True,
         batch_size=64,
@@ -214,9 +219,11 @@ def stage_fit(args) -> None:
         prior = fit_cg_forcefield(frames, args.work / "prior", config, priors, topology,
                                   network=False, data_info=info, command=command)  # fmt: skip
         log(f"prior-only test force-matching loss {prior.test_loss:.4f} (eV/Å)²")
-    if (args.out / "fit_summary.json").is_file():
+    name, summary_file = ("model", "fit_summary.json") if schnet else (
+        args.network, f"fit_summary_{args.network}.json")  # fmt: skip
+    if (args.out / summary_file).is_file():
         return
-    fit = fit_cg_forcefield(frames, args.work / "model", config, priors, topology,
+    fit = fit_cg_forcefield(frames, args.work / name, config, priors, topology,
                             network=True, data_info=info, command=command)  # fmt: skip
     summary = {
         "n_frames": len(frames),
@@ -232,7 +239,7 @@ def stage_fit(args) -> None:
         "wall_time_s": fit.train.wall_time_s,
         "stop_reason": fit.train.stop_reason,
     }
-    _write_json(args.out / "fit_summary.json", summary)
+    _write_json(args.out / summary_file, summary)
     log(f"fit: {summary}")
 
 
@@ -370,6 +377,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "cg_learned")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/cg_runs/ala2_learned")
     parser.add_argument("--stages", default="map,choose,fit,md,eval")
+    parser.add_argument("--network", choices=("schnet", "cgnet"), default="schnet",
+                        help="network of the fit: schnet (model/) or cgnet (cgnet/)")  # fmt: skip
     parser.add_argument("--cutoff", type=float, default=10.0)
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--max-time", default="8m")
