@@ -53,7 +53,15 @@ def lj_state() -> ThermoState:
 
 
 def short_config(**kw) -> FitConfig:
-    defaults = dict(epochs=3, window=20, rdf_every=2, lr=0.01, engine=ENGINE, table_spacing=0.005)
+    defaults = dict(
+        epochs=3,
+        window=20,
+        rdf_every=2,
+        lr=0.01,
+        engine=ENGINE,
+        table_spacing=0.005,
+        heldout_every=0,
+    )  # the methods themselves; best iterate: test_best_iterate.py
     return FitConfig(**{**defaults, **kw})
 
 

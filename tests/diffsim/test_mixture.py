@@ -158,7 +158,13 @@ def test_short_bptt_fit_moves_each_sigma_toward_the_truth(mixture_targets):
     shrink σ_ArAr and grow σ_KrKr (the truth: 0.9 and 1.1)."""
     potential = lj_mixture({p: 1.0 for p in SIGMA}, trainable=True)
     config = FitConfig(
-        epochs=4, window=20, rdf_every=2, lr=0.01, engine=ENGINE, table_spacing=0.005
+        epochs=4,
+        window=20,
+        rdf_every=2,
+        lr=0.01,
+        engine=ENGINE,
+        table_spacing=0.005,
+        heldout_every=0,  # the gradient method itself (best-iterate: test_best_iterate.py)
     )
     result = fit_bptt(potential, mixture_targets, config, log=lambda m: None, progress=False)
     assert len(result.states) == 6 and all(math.isfinite(h["loss"]) for h in result.history)
@@ -174,7 +180,8 @@ def test_cli_fits_a_mixture_card_that_runs_as_a_calculator(mixture_targets, tmp_
 
     paths = target_arguments(mixture_targets, tmp_path)
     out = tmp_path / "fit"
-    tiny = ["--cells", "3", "--equilibration", "20", "--production-steps", "20", "--no-progress"]
+    tiny = ["--cells", "3", "--equilibration", "20", "--production-steps", "20", "--no-progress",
+            "--heldout-every", "0"]  # fmt: skip
     main(
         ["diffsim", "fit", *paths, "--epochs", "2", "--window", "10", "--init", "pmf"]
         + ["--true-potential", "lj-mixture", "-o", str(out), *tiny]

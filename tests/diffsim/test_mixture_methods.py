@@ -207,6 +207,7 @@ def test_short_reweighting_fit_moves_each_sigma_toward_the_truth(mixture_targets
         rw_equilibration=30,
         engine=ENGINE,
         table_spacing=0.005,
+        heldout_every=0,  # the method itself; best iterate: test_best_iterate.py
     )
     result = fit_reweighting(potential, mixture_targets, config, log=lambda m: None, progress=False)
     assert len(result.states) == 6 and len(result.history) == 6
