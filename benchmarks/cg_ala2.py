@@ -68,14 +68,15 @@ def part_fit(args, frames) -> None:
         max_time=args.max_time,
         early_stop_patience=10,
         lr_patience=3,
-        seed=1,
+        seed=args.seed,
     )
     info = {"data": str(DATA), "units": "kcal/mol (forces kcal/mol/Å, converted to eV/Å)"}
     if args.network != "schnet":  # the prior card and the SchNet run stay as recorded
-        command = f"benchmarks/cg_ala2.py --parts fit --network {args.network}"
-        fit = fit_cg_forcefield(frames, OUT / args.network, config, priors, network=True,
+        folder = args.network if args.seed == 1 else f"{args.network}_seed{args.seed}"
+        command = f"benchmarks/cg_ala2.py --parts fit --network {args.network} --seed {args.seed}"
+        fit = fit_cg_forcefield(frames, OUT / folder, config, priors, network=True,
                                 data_info=info, command=command, progress=True)  # fmt: skip
-        _write_fit_summary(fit, OUT / f"fit_summary_{args.network}.json")
+        _write_fit_summary(fit, OUT / f"fit_summary_{folder}.json")
         return
     prior = fit_cg_forcefield(
         frames,
@@ -204,6 +205,7 @@ def main() -> None:
         help="fit: schnet (prior + SchNet into model/, as recorded) or cgnet (prior + CGnet-style "
         "MLP over distances, angles, cos/sin of dihedrals, into cgnet/; MD/eval: --models cgnet)",
     )
+    parser.add_argument("--seed", type=int, default=1, help="fit seed (≠ 1: folder NETWORK_seedN)")
     parser.add_argument("--hidden", default="128,128,128,128", help="cgnet hidden layer widths")
     parser.add_argument("--cutoff", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=64)
