@@ -110,9 +110,16 @@ def fit_harmonic(
     u = -kT * np.log(c / jac)
     mean = float(np.average(x, weights=c))
     a2, a1, _ = _weighted_polyfit(x - mean, u, c, lambda t: np.stack([t**2, t, np.ones_like(t)], 1))
+    x0 = mean - a1 / (2 * a2) if a2 > 0 else np.nan
+    if not x[0] <= x0 <= x[-1]:
+        # a broad or one-sided profile: the free parabola's vertex lies outside the sampled
+        # range (for an angle even outside [0, π]); put the minimum where the profile is
+        # lowest at the edge of the data instead and fit only the stiffness around it
+        x0 = float(x[0] if u[0] <= u[-1] else x[-1])
+        a2, _ = _weighted_polyfit(x - x0, u, c, lambda t: np.stack([t**2, np.ones_like(t)], 1))
     if not a2 > 0:
         raise DataFormatError("the Boltzmann-inverted profile has no minimum; no harmonic fit")
-    return float(2 * a2), float(mean - a1 / (2 * a2))
+    return float(2 * a2), float(x0)
 
 
 def fit_fourier(

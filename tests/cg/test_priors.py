@@ -148,6 +148,22 @@ def test_boltzmann_inversion_recovers_harmonic_bond_and_angle():
     assert t0_fit == pytest.approx(t0, abs=3e-3)
 
 
+def test_one_sided_profile_puts_the_minimum_inside_the_data():
+    """A profile that falls across the whole sampled range (the angle prior of a weakly
+    coupled bead triple) has its free parabola's vertex far outside the data — once at
+    θ₀ = −1.31 rad. The minimum goes to the low edge of the data, and the stiffness is the
+    curvature of the fit around it."""
+    rng = np.random.default_rng(11)
+    kT = units.kB * 300.0
+    slope = 2.0 * kT  # U(θ) = slope · (θ − 1.6) on [1.6, 2.6]: lowest at 1.6
+    th = 1.6 + rng.exponential(kT / slope, 400_000)
+    th = th[th < 2.6]
+    th = th[rng.uniform(size=th.size) < np.sin(th) / np.sin(1.6)]  # p ∝ sin θ exp(−U/kT)
+    k, t0 = fit_harmonic(th, kT, "sin", bins=60)
+    assert th.min() <= t0 <= th.min() + 0.05
+    assert k > 0
+
+
 def test_boltzmann_inversion_recovers_fourier_dihedral():
     rng = np.random.default_rng(8)
     kT = units.kB * 300.0
