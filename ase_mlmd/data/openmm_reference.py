@@ -277,18 +277,11 @@ def ala2_reference_trajectory(
     import openmm
     from openmm import unit
 
-    from ase_mlmd.data.sampling import FrameFileWriter
-    from ase_mlmd.progress import progress_bar
-
     if steps < 0 or every < 1:
         raise ValueError(f"steps must be >= 0 and every >= 1 (got {steps}, {every})")
     topology_file, system = build_amber_system(prmtop, implicit_solvent, constraints)
     numbers = topology_numbers(topology_file.topology)
     n = len(numbers)
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
-    removes_cm = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
-    dof = 3 * n - system.getNumConstraints() - (3 if removes_cm else 0)
-
     integrator = openmm.LangevinMiddleIntegrator(
         temperature * unit.kelvin,
         friction_per_ps / unit.picosecond,
@@ -302,13 +295,69 @@ def ala2_reference_trajectory(
         openmm.LocalEnergyMinimizer.minimize(context)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
 
-    common = {"reference": "amber-implicit", "prmtop": Path(prmtop).name}
+    return openmm_frames(
+        context,
+        system,
+        numbers,
+        timestep_fs=timestep_fs,
+        steps=steps,
+        every=every,
+        info={"reference": "amber-implicit", "prmtop": Path(prmtop).name},
+        unstable=f"OpenMM trajectory of {Path(prmtop).name} blew up",
+        hint="use a smaller timestep or keep the HBonds constraints",
+        output=output,
+        flush_seconds=flush_seconds,
+        progress=progress,
+        desc="OpenMM MD",
+    )
+
+
+def openmm_frames(
+    context,
+    system,
+    numbers: np.ndarray,
+    *,
+    timestep_fs: float,
+    steps: int,
+    every: int,
+    info: dict,
+    unstable: str,
+    hint: str,
+    cell: np.ndarray | None = None,
+    output: str | os.PathLike | None = None,
+    flush_seconds: float = 5.0,
+    progress: bool = True,
+    desc: str = "OpenMM MD",
+) -> list[Atoms]:
+    """Step an OpenMM ``context`` (its integrator) ``steps`` times and return a frame at step 0
+    and every ``every`` steps: positions (Å), momenta (amu·Å/ASE time), ``energy`` (eV) and
+    ``forces`` (eV/Å) in a ``SinglePointCalculator``, info ``step``, ``time_fs``,
+    ``temperature_K`` (kinetic, over 3N − constraints − 3 with a centre-of-mass remover) and
+    ``info``. ``cell`` (Å) makes the frames periodic. Frames stream to ``output`` (extended XYZ,
+    atomic, at most every ``flush_seconds``).
+
+    Raises:
+        SimulationUnstableError: a NaN energy or position (``unstable`` at step N; ``hint``);
+            the frames before stay in ``output``.
+    """
+    import openmm
+    from openmm import unit
+
+    from ase_mlmd.data.sampling import FrameFileWriter
+    from ase_mlmd.errors import SimulationUnstableError
+    from ase_mlmd.progress import progress_bar
+
+    n = len(numbers)
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
+    removes_cm = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
+    dof = 3 * n - system.getNumConstraints() - (3 if removes_cm else 0)
+    integrator = context.getIntegrator()
 
     def frame(step: int) -> Atoms:
         state = context.getState(
             getPositions=True, getVelocities=True, getEnergy=True, getForces=True
         )
-        positions = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
         velocities = state.getVelocities(asNumpy=True).value_in_unit(
             unit.nanometer / unit.picosecond
         )
@@ -318,29 +367,23 @@ def ala2_reference_trajectory(
             * KJ_PER_MOL_NM
         )
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL
-        atoms = Atoms(numbers=numbers, positions=np.asarray(positions), masses=masses, pbc=False)
+        if not np.isfinite(energy) or not np.isfinite(positions).all():
+            raise SimulationUnstableError(f"{unstable} at step {step} (NaN); {hint}")
+        atoms = Atoms(numbers=numbers, positions=positions, masses=masses, cell=cell,
+                      pbc=cell is not None)  # fmt: skip
         atoms.set_momenta(masses[:, None] * np.asarray(velocities) * NM_PER_PS)
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.asarray(forces))
         atoms.info.update(
             step=step,
             time_fs=step * timestep_fs,
             temperature_K=2.0 * kinetic / (dof * units.kB),
-            **common,
+            **info,
         )
-        if not np.isfinite(energy) or not np.isfinite(positions).all():
-            from ase_mlmd.errors import SimulationUnstableError
-
-            raise SimulationUnstableError(
-                f"OpenMM trajectory of {Path(prmtop).name} blew up at step {step} (NaN); "
-                "use a smaller timestep or keep the HBonds constraints"
-            )
         return atoms
 
     frames = [frame(0)]
     writer = FrameFileWriter(output, append=False, flush_seconds=flush_seconds) if output else None
-    bar = progress_bar(
-        total=steps, unit="step", disable=not progress, desc="OpenMM MD", mininterval=1.0
-    )
+    bar = progress_bar(total=steps, unit="step", disable=not progress, desc=desc, mininterval=1.0)
     try:
         if writer:
             writer.add(frames[0])

@@ -28,12 +28,16 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_mlmd.data.openmm_reference import KJ_PER_MOL, KJ_PER_MOL_NM, NM_PER_PS, _platform
-from ase_mlmd.errors import InvalidStructureError, SimulationUnstableError
+from ase_mlmd.data.openmm_reference import (
+    KJ_PER_MOL,
+    KJ_PER_MOL_NM,
+    _platform,
+    openmm_frames,
+)
+from ase_mlmd.errors import InvalidStructureError
 
 #: TIP3P geometry: O–H distance (Å) and H–O–H angle (degrees)
 TIP3P_OH = 0.9572
@@ -288,16 +292,9 @@ def water_reference_trajectory(
     import openmm
     from openmm import unit
 
-    from ase_mlmd.data.sampling import FrameFileWriter
-    from ase_mlmd.progress import progress_bar
-
     if steps < 0 or every < 1:
         raise ValueError(f"steps must be >= 0 and every >= 1 (got {steps}, {every})")
     _, system = build_water_system(start, cutoff)
-    n = len(start)
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
-    removes_cm = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
-    dof = 3 * n - system.getNumConstraints() - (3 if removes_cm else 0)
     integrator = openmm.LangevinMiddleIntegrator(
         temperature * unit.kelvin, friction_per_ps / unit.picosecond, timestep_fs * unit.femtosecond
     )
@@ -309,61 +306,19 @@ def water_reference_trajectory(
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
-    density = water_density(start)
-
-    def frame(step: int) -> Atoms:
-        state = context.getState(
-            getPositions=True, getVelocities=True, getEnergy=True, getForces=True
-        )
-        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
-        velocities = state.getVelocities(asNumpy=True).value_in_unit(
-            unit.nanometer / unit.picosecond
-        )
-        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL
-        forces = (
-            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-            * KJ_PER_MOL_NM
-        )
-        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL
-        if not np.isfinite(energy) or not np.isfinite(positions).all():
-            raise SimulationUnstableError(
-                f"OpenMM water trajectory blew up at step {step} (NaN); use a smaller timestep"
-            )
-        atoms = Atoms(
-            numbers=start.numbers, positions=positions, masses=masses, cell=start.cell, pbc=True
-        )
-        atoms.set_momenta(masses[:, None] * np.asarray(velocities) * NM_PER_PS)
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.asarray(forces))
-        atoms.info.update(
-            step=step,
-            time_fs=step * timestep_fs,
-            temperature_K=2.0 * kinetic / (dof * units.kB),
-            reference="tip3p-water",
-            density_g_cm3=density,
-        )
-        return atoms
-
-    frames = [frame(0)]
-    writer = FrameFileWriter(output, append=False, flush_seconds=flush_seconds) if output else None
-    bar = progress_bar(
-        total=steps, unit="step", disable=not progress, desc="OpenMM water", mininterval=2
+    return openmm_frames(
+        context,
+        system,
+        start.numbers,
+        timestep_fs=timestep_fs,
+        steps=steps,
+        every=every,
+        info={"reference": "tip3p-water", "density_g_cm3": water_density(start)},
+        unstable="OpenMM water trajectory blew up",
+        hint="use a smaller timestep",
+        cell=np.array(start.cell),
+        output=output,
+        flush_seconds=flush_seconds,
+        progress=progress,
+        desc="OpenMM water",
     )
-    try:
-        if writer:
-            writer.add(frames[0])
-        done = 0
-        while done < steps:
-            chunk = min(every - done % every, steps - done)
-            integrator.step(chunk)
-            done += chunk
-            bar.update(chunk)
-            if done % every == 0:
-                frames.append(frame(done))
-                bar.set_postfix(T=f"{frames[-1].info['temperature_K']:.0f}K")
-                if writer:
-                    writer.add(frames[-1])
-    finally:
-        bar.close()
-        if writer:
-            writer.close()
-    return frames
