@@ -166,6 +166,9 @@ class CLICommand:
             engine=engine,
         )
         if args.action == "ibi":
+            for flag, value in (("--iterations", args.iterations), ("--steps", args.steps)):
+                if value < 1:
+                    parser.error(f"{flag} must be a whole number >= 1, got {value}")
             config = FitConfig(
                 method="ibi",
                 ibi_alpha=args.alpha,
@@ -185,6 +188,8 @@ class CLICommand:
                 overrides["newton_iterations" if newton else "epochs"] = args.epochs
             if args.frames is not None:
                 overrides["newton_frames" if newton else "rw_frames"] = args.frames
+            if not args.lr > 0:
+                parser.error(f"--lr (the Adam learning rate) must be > 0, got {args.lr}")
             config = FitConfig(
                 method=args.method,
                 lr=args.lr,

@@ -41,11 +41,12 @@ _KEYWORD_FLAGS = {
     "restart=False": "--no-restart",
     "resume=False": "--no-resume",
     "trust=True": "--trust-model",
+    "energy_weight": "--energy-weight",
 }
 
 
 _KEYWORD_PATTERN = re.compile(
-    r"(?<![\w-])(energy_unit|length_unit|format|restart|resume|trust)="
+    r"(?<![\w-])(energy_unit|length_unit|format|restart|resume|trust|energy_weight)="
     r"(\"[^\"]*\"|'[^']*'|[\w./-]*)"
 )
 

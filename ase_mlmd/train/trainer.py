@@ -53,14 +53,29 @@ def load_frames(
     frames_or_path: Sequence[Atoms] | str | os.PathLike,
     data_format: str | None = None,
     energy_unit: str | None = None,
+    require_energy: bool = True,
 ) -> tuple[list[Atoms], dict[str, Any]]:
-    """The labelled frames and a description of their source (for the card's provenance)."""
+    """The labelled frames and a description of their source (for the card's provenance).
+
+    Every frame needs forces, and an energy unless ``require_energy`` is False (a fit with
+    ``energy_weight=0``); a frame without them is a ``MissingLabelsError`` that says how to
+    label the data."""
     if isinstance(frames_or_path, str | os.PathLike):
         from ase_mlmd.data.readers import infer_format, read_frames
+        from ase_mlmd.errors import MissingLabelsError
 
         path = Path(frames_or_path)
         fmt = data_format or infer_format(path)
-        frames = read_frames(path, fmt, energy_unit=energy_unit)
+        require = ("energy", "forces") if require_energy else ("forces",)
+        try:
+            frames = read_frames(path, fmt, energy_unit=energy_unit, require=require)
+        except MissingLabelsError as err:
+            what = str(err).split("; pass require=")[0]
+            raise MissingLabelsError(
+                f"{what}: training fits forces (and energies unless energy_weight=0); label "
+                f"the frames first, e.g. ase-mlmd label {path} --reference gfn2-xtb -o "
+                "labelled.extxyz"
+            ) from err
         info: dict[str, Any] = {"data": str(path.resolve()), "data_format": fmt}
         if energy_unit:
             info["energy_unit"] = energy_unit
@@ -166,7 +181,9 @@ def _train(
 ) -> TrainResult:
     """:func:`train` once its output folder is locked."""
     checkpoint = output_dir / CHECKPOINT_FILE
-    frames, data_info = load_frames(frames_or_path, data_format, energy_unit)
+    frames, data_info = load_frames(
+        frames_or_path, data_format, energy_unit, require_energy=config.energy_weight > 0
+    )
     split = make_split(frames, config)
     indices = {part: split.indices(part) for part in ("train", "val", "test")}
     fingerprint = run_fingerprint(config, frames, indices)

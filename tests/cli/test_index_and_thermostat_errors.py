@@ -58,3 +58,15 @@ def test_diffsim_settings_name_the_one_that_is_wrong():
         FitConfig(lr=0.0)
     with pytest.raises(ValueError, match="ibi_iterations"):
         FitConfig(method="bptt", ibi_iterations=0)
+
+
+def test_diffsim_flags_out_of_range_are_named(files, capsys):
+    target = files.parent / "rdf_rho0.8_T1.0_dt0.01.csv"
+    r = [0.75 + 0.0255 * k for k in range(100)]
+    target.write_text(",".join(map(str, r)) + "\n" + ",".join("1.0" for _ in r) + "\n")
+    err = cli_fails(["diffsim", "fit", "--target", str(target), "--lr", "0", "-o", "f"], capsys)
+    assert "--lr (the Adam learning rate) must be > 0, got 0.0" in err
+    err = cli_fails(["diffsim", "ibi", "--target", str(target), "--iterations", "0",
+                     "-o", "i"], capsys)  # fmt: skip
+    assert "--iterations must be a whole number >= 1, got 0" in err
+    assert not (files / "f").exists() and not (files / "i").exists()
