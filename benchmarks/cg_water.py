@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
-from ase_mlmd.cg.beads import make_cg_atoms
+from ase_mlmd.beads import make_cg_atoms
 from ase_mlmd.diffsim.targets import RDFTarget, rdf_from_frames
 from ase_mlmd.fileio import atomic_write_text
 from ase_mlmd.neighbors import system_neighbors

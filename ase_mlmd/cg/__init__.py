@@ -9,5 +9,5 @@ A CG structure is an ordinary ASE ``Atoms`` whose "atoms" are beads:
   (``"C N CA"``), so numbers and names convert both ways after an extxyz round trip;
 - masses: the summed masses of the mapped atoms; cell and pbc: those of the all-atom structure.
 
-``ase_mlmd.cg.beads`` holds the helpers that build and check this representation.
+``ase_mlmd.beads`` holds the helpers that build and check this representation.
 """

@@ -24,7 +24,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_mlmd.cg.beads import is_cg_atoms, make_cg_atoms
+from ase_mlmd.beads import is_cg_atoms, make_cg_atoms
 from ase_mlmd.errors import DataFormatError, MissingLabelsError
 
 #: eV per unit, for the force units of foreign CG data (forces are unit / Å)

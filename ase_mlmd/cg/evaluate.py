@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ase_mlmd.cg.beads import bead_types_of
+from ase_mlmd.beads import bead_types_of
 from ase_mlmd.cg.topology import CGTopology
 from ase_mlmd.errors import IncompatibleTrajectoriesError, TrajectoryTooShortError
 from ase_mlmd.observables.fes import FES_BINS, compute_fes, compute_pmf, pmf_mae

@@ -29,7 +29,7 @@ import torch
 from ase import Atoms
 
 from ase_mlmd.batch import batch_from_atoms
-from ase_mlmd.cg.beads import bead_types_of, type_list_of
+from ase_mlmd.beads import bead_types_of, type_list_of
 from ase_mlmd.cg.data import positions_of, require_forces
 from ase_mlmd.cg.priors import PriorSettings, fit_priors
 from ase_mlmd.cg.topology import CGTopology

@@ -31,7 +31,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.symbols import chemical_symbols
 from scipy import sparse
 
-from ase_mlmd.cg.beads import make_cg_atoms
+from ase_mlmd.beads import make_cg_atoms
 from ase_mlmd.cg.frames import (
     bfs_levels,
     bond_graph,

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ase_mlmd.batch import AtomsBatch
+from ase_mlmd.beads import check_bead_types
 from ase_mlmd.errors import CardError, UnsupportedSpeciesError
 from ase_mlmd.models.bonded import BondedPrior
 from ase_mlmd.models.cg_features import CGNET_BACKEND, CGnetNetwork, cgnet_from_state
@@ -87,8 +88,6 @@ class CGForceField(EnergyModel):
 
     def check_atoms(self, atoms) -> None:
         """Refuse ``atoms`` unless it is a CG structure with this model's bead types."""
-        from ase_mlmd.cg.beads import check_bead_types  # the structure convention only
-
         check_bead_types(atoms, self.bead_types, "this CG model")
 
     def forward(self, batch: AtomsBatch) -> dict[str, torch.Tensor]:

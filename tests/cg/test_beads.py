@@ -1,4 +1,4 @@
-"""The CG structure convention (ase_mlmd.cg.beads): bead types on ordinary Atoms, pseudo atomic
+"""The CG structure convention (ase_mlmd.beads): bead types on ordinary Atoms, pseudo atomic
 numbers, an extxyz round trip, and the refusals of check_bead_types."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from ase.build import molecule
 from ase.io import read, write
 
-from ase_mlmd.cg.beads import (
+from ase_mlmd.beads import (
     bead_types_of,
     check_bead_types,
     is_cg_atoms,

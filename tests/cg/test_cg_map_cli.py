@@ -12,7 +12,7 @@ from ase.build import molecule
 from ase.io import read, write
 from conftest import shared_file
 
-from ase_mlmd.cg.beads import bead_types_of
+from ase_mlmd.beads import bead_types_of
 from ase_mlmd.cg.mapping import CGMapping
 from ase_mlmd.cli import cg_map
 from ase_mlmd.errors import DataFormatError, MappingError

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from ase_mlmd.batch import batch_from_atoms
+from ase_mlmd.beads import make_cg_atoms
 from ase_mlmd.calculators.ml_calculator import MLCalculator
 from ase_mlmd.calculators.registry import load_calculator
-from ase_mlmd.cg.beads import make_cg_atoms
 from ase_mlmd.cg.data import read_cg_data
 from ase_mlmd.cg.forcefield import fit_cg_forcefield, force_matching_loss
 from ase_mlmd.cg.priors import PriorSettings

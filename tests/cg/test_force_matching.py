@@ -12,8 +12,8 @@ from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
+from ase_mlmd.beads import make_cg_atoms
 from ase_mlmd.calculators.registry import load_calculator
-from ase_mlmd.cg.beads import make_cg_atoms
 from ase_mlmd.cg.data import ALA2_BACKBONE, read_cg_data, require_forces
 from ase_mlmd.cg.forcefield import fit_cg_forcefield, force_matching_loss
 from ase_mlmd.cg.priors import PriorSettings

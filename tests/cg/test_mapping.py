@@ -13,7 +13,7 @@ from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from conftest import shared_file
 
-from ase_mlmd.cg.beads import bead_types_of, type_list_of
+from ase_mlmd.beads import bead_types_of, type_list_of
 from ase_mlmd.cg.builders import (
     backbone,
     build_mapping,

@@ -9,8 +9,8 @@ import torch
 from ase import units
 
 from ase_mlmd.batch import batch_from_atoms
+from ase_mlmd.beads import make_cg_atoms
 from ase_mlmd.calculators.ml_calculator import MLCalculator
-from ase_mlmd.cg.beads import make_cg_atoms
 from ase_mlmd.cg.priors import PriorSettings, fit_fourier, fit_harmonic, fit_priors, parse_terms
 from ase_mlmd.cg.topology import CGTopology
 from ase_mlmd.errors import DataFormatError, InvalidStructureError
