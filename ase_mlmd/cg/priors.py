@@ -182,21 +182,23 @@ def fit_priors(
     if "bonds" in settings.terms and len(topology.bonds):
         r = compute_bond_lengths(positions, topology.bonds)
         k, r0 = zip(
-            *(fit_harmonic(r[:, b], kT, "r2", **fit) for b in range(r.shape[1])), strict=True
-        )
+            *(_named(fit_harmonic, "bond", topology.bonds[b], r[:, b], kT, "r2", **fit)
+              for b in range(r.shape[1])), strict=True
+        )  # fmt: skip
         kwargs.update(bonds=topology.bonds, bond_k=k, bond_r0=r0)
         summary["bonds"] = {"k_eV_per_A2": list(k), "r0_A": list(r0)}
     if "angles" in settings.terms and len(topology.angles):
         th = compute_bond_angles(positions, topology.angles)
         k, t0 = zip(
-            *(fit_harmonic(th[:, a], kT, "sin", **fit) for a in range(th.shape[1])), strict=True
-        )
+            *(_named(fit_harmonic, "angle", topology.angles[a], th[:, a], kT, "sin", **fit)
+              for a in range(th.shape[1])), strict=True
+        )  # fmt: skip
         kwargs.update(angles=topology.angles, angle_k=k, angle_theta0=t0)
         summary["angles"] = {"k_eV_per_rad2": list(k), "theta0_rad": list(t0)}
     if "dihedrals" in settings.terms and len(topology.dihedrals):
         phi = compute_dihedral_angles(positions, topology.dihedrals)
-        coefs = [fit_fourier(phi[:, d], kT, settings.n_harmonics, **fit)
-                 for d in range(phi.shape[1])]  # fmt: skip
+        coefs = [_named(fit_fourier, "dihedral", topology.dihedrals[d], phi[:, d], kT,
+                        settings.n_harmonics, **fit) for d in range(phi.shape[1])]  # fmt: skip
         kwargs.update(
             dihedrals=topology.dihedrals,
             dihedral_cos=np.array([c for c, _ in coefs]),
@@ -213,3 +215,15 @@ def fit_priors(
             summary["repulsion"] = {"pairs": pairs, "sigma_A": sigma.tolist(), "epsilon_eV": kT}
     prior = BondedPrior(topology.n_beads, cutoff=cutoff, species=species, **kwargs)
     return prior, summary
+
+
+def _named(fit, term: str, beads: np.ndarray, *args, **kwargs):
+    """``fit(*args, **kwargs)``; a failed fit names the prior term and its beads."""
+    try:
+        return fit(*args, **kwargs)
+    except DataFormatError as err:
+        raise DataFormatError(
+            f"{term} prior of beads {tuple(int(b) for b in beads)}: {err} (too few or too "
+            f"broadly spread frames for Boltzmann inversion: use more frames, or leave the "
+            f"{term}s out of the prior terms)"
+        ) from err

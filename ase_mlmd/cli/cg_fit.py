@@ -58,6 +58,9 @@ def add_subcommands(sub) -> None:
         help="train,val,test fractions or counts; 'time:' = time-ordered blocks "
         "(default time:0.7,0.1,0.2: the last 20%% are the test set)")  # fmt: skip
     add("--stride", type=int, default=1, help="use every N-th frame (default 1)")
+    add("--mapping", default=None,
+        help="the mapping JSON the frames were made with (ase-mlmd cg map): its bead bonds "
+        "give the prior topology (default: a chain in bead order)")  # fmt: skip
     add("--cutoff", type=float, default=10.0, help="network cutoff, Å (default 10)")
     add(
         "--hyper",
@@ -99,6 +102,12 @@ def add_subcommands(sub) -> None:
     )
     add("--discard", type=float, default=0.1, help="equilibration share per replica (0.1)")
     add("--threshold", type=float, default=4.0, help="FES MAE over reference bins below (kT)")
+    add("--mapping", default=None,
+        help="the mapping JSON of the CG data: its bead bonds give the topology (default: a "
+        "chain in bead order)")  # fmt: skip
+    add("--dihedral-pair", default="0,1",
+        help="which two dihedrals of the topology span the FES, as indices I,J into its "
+        "dihedral list (default 0,1)")  # fmt: skip
     add("-o", "--output", required=True, help="report folder")
     e.set_defaults(cg_run=run_eval, cg_parser=e)
 
@@ -150,7 +159,10 @@ def run_fit(args) -> None:
     except (ValueError, DatasetSplitError) as err:
         parser.error(str(err))
     frames = read_cg_data(args.data, args.units, stride=args.stride)
+    topology = mapping_topology(args.mapping, len(frames[0]), "--mapping")
     info = {"data": str(Path(args.data).resolve()), "n_frames": len(frames)}
+    if args.mapping:
+        info["mapping"] = str(Path(args.mapping).resolve())
     if args.units:
         info["units"] = args.units
     with lock_folder(args.output, "CG fit output folder"):
@@ -159,6 +171,7 @@ def run_fit(args) -> None:
             args.output,
             config,
             priors,
+            topology,
             network=not args.no_network,
             data_info=info,
             command=shlex.join(["ase-mlmd", "cg", *sys.argv[2:]]),
@@ -198,10 +211,14 @@ def run_eval(args) -> None:
     if not 0 <= args.discard < 1:
         args.cg_parser.error(f"--discard must be in [0, 1), got {args.discard}")
     reference = read_cg_data(args.reference, args.units)
+    topology = mapping_topology(args.mapping, len(reference[0]), "--mapping")
+    pair = _dihedral_pair(args, topology, len(reference[0]))
     evaluations = {
         name: evaluate_runs(
             reference,
             folder,
+            topology,
+            dihedral_pair=pair,
             discard_fraction=args.discard,
             label=name,
             fes_threshold=args.threshold,
@@ -218,3 +235,37 @@ def run_eval(args) -> None:
             f"JS(phi,psi) {s['js_phi_psi']:.4f}"
         )
     print(f"report: {path}")
+
+
+def mapping_topology(path: str | None, n_beads: int, flag: str):
+    """The bead topology of the mapping JSON at ``path`` (None: None, i.e. a chain), checked
+    against the ``n_beads`` of the CG data."""
+    if path is None:
+        return None
+    from ase_mlmd.cg.mapping import CGMapping
+    from ase_mlmd.errors import MappingError
+
+    mapping = CGMapping.from_json(path)
+    if mapping.n_beads != n_beads:
+        raise MappingError(
+            f"{flag} {path} has {mapping.n_beads} beads but the CG frames have {n_beads}; give "
+            "the mapping the frames were made with"
+        )
+    return mapping.topology()
+
+
+def _dihedral_pair(args, topology, n_beads: int) -> tuple[int, int]:
+    from ase_mlmd.cg.topology import CGTopology
+
+    topology = topology or CGTopology.chain([str(k) for k in range(n_beads)])
+    n = len(topology.dihedrals)
+    try:
+        pair = tuple(int(k) for k in args.dihedral_pair.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2 or not all(0 <= k < n for k in pair) or pair[0] == pair[1]:
+        args.cg_parser.error(
+            f"--dihedral-pair {args.dihedral_pair!r}: give two different indices I,J in 0..{n - 1}"
+            f" into the topology's dihedrals {topology.dihedrals.tolist()}"
+        )
+    return pair
