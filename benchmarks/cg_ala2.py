@@ -72,7 +72,9 @@ def part_fit(args, frames) -> None:
     )
     info = {"data": str(DATA), "units": "kcal/mol (forces kcal/mol/Å, converted to eV/Å)"}
     if args.network != "schnet":  # the prior card and the SchNet run stay as recorded
-        folder = args.network if args.seed == 1 else f"{args.network}_seed{args.seed}"
+        folder = args.folder or (
+            args.network if args.seed == 1 else f"{args.network}_seed{args.seed}"
+        )
         command = f"benchmarks/cg_ala2.py --parts fit --network {args.network} --seed {args.seed}"
         fit = fit_cg_forcefield(frames, OUT / folder, config, priors, network=True,
                                 data_info=info, command=command, progress=True)  # fmt: skip
@@ -206,6 +208,8 @@ def main() -> None:
         "MLP over distances, angles, cos/sin of dihedrals, into cgnet/; MD/eval: --models cgnet)",
     )
     parser.add_argument("--seed", type=int, default=1, help="fit seed (≠ 1: folder NETWORK_seedN)")
+    parser.add_argument("--folder", default=None, help="fit folder of --network cgnet (default: "
+                        "cgnet, or cgnet_seedN); MD/eval name it in --models")  # fmt: skip
     parser.add_argument("--hidden", default="128,128,128,128", help="cgnet hidden layer widths")
     parser.add_argument("--cutoff", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=64)
