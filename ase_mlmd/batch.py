@@ -158,6 +158,38 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, wh
         )
 
 
+#: more neighbours (periodic images included) per atom within the cutoff than any physical
+#: structure has (a dense solid at a 10 Å cutoff has a few hundred): a cell this thin (nearly
+#: parallel vectors) is refused, because its neighbour list would not finish
+MAX_NEIGHBORS_PER_ATOM = 100_000
+
+
+def check_cutoff_images(
+    n_atoms: int, cell: np.ndarray, pbc: np.ndarray, cutoff: float, where: str
+) -> None:
+    """Raise :class:`InvalidStructureError` when the periodic cell is so thin that each atom
+    would see more than :data:`MAX_NEIGHBORS_PER_ATOM` atoms and periodic images within
+    ``cutoff`` (Å): about ``n_atoms`` × (the cutoff's length/area/volume in the periodic
+    directions) / (the cell's length/area/volume). A nearly degenerate cell passes
+    :func:`check_structure` but would otherwise hang the neighbour list."""
+    pbc = np.asarray(pbc, dtype=bool)
+    dims = int(pbc.sum())
+    if dims == 0 or n_atoms == 0 or not cutoff > 0:
+        return
+    vectors = np.asarray(cell, dtype=np.float64)[pbc]
+    measure = float(np.sqrt(abs(np.linalg.det(vectors @ vectors.T))))
+    ball = {1: 2.0 * cutoff, 2: np.pi * cutoff**2, 3: 4.0 / 3.0 * np.pi * cutoff**3}[dims]
+    expected = n_atoms * ball / measure if measure > 0 else np.inf
+    if expected > MAX_NEIGHBORS_PER_ATOM:
+        unit = ["Å", "Å^2", "Å^3"][dims - 1]
+        raise InvalidStructureError(
+            f"{where}: the periodic cell is so thin that each atom would have about "
+            f"{expected:.3g} neighbours (periodic images included) within the {cutoff:g} Å "
+            f"cutoff ({n_atoms} atoms in {measure:.3g} {unit}); check the cell for nearly "
+            f"parallel vectors (cell={np.asarray(cell).tolist()})"
+        )
+
+
 def model_cell(atoms: Atoms) -> np.ndarray:
     """The cell as models see it: a non-finite vector along a non-periodic axis (which plays no
     role) becomes zero, so that it cannot turn edge vectors into NaN."""
@@ -192,6 +224,7 @@ def batch_from_atoms(
         if len(atoms) == 0:
             raise InvalidStructureError(f"{where} has no atoms")
         check_structure(atoms.positions, atoms.cell.array, atoms.pbc, where)
+        check_cutoff_images(len(atoms), atoms.cell.array, atoms.pbc, cutoff, where)
     cells = [model_cell(a) for a in atoms_list]
     sizes = [len(a) for a in atoms_list]
     edges, shifts = [], []

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ase_mlmd.batch import AtomsBatch, cartesian_shifts
+from ase_mlmd.batch import AtomsBatch, cartesian_shifts, check_cutoff_images
 from ase_mlmd.errors import DeviceMismatchError, UnsupportedSpeciesError
 from ase_mlmd.md.state import MDState
 from ase_mlmd.models.backends import as_energy_model
@@ -96,6 +96,12 @@ class ForceField:
             self.model.check_species(state.numbers)
         except UnsupportedSpeciesError as err:
             raise UnsupportedSpeciesError(f"cannot run MD with this model: {err}") from None
+        counts = torch.bincount(state.system_idx, minlength=state.n_systems).tolist()
+        for k, (n, cell, pbc) in enumerate(zip(counts, state.cell, state.pbc, strict=True)):
+            check_cutoff_images(
+                n, cell.detach().cpu().numpy(), pbc.cpu().numpy(), self.cutoff + self.skin,
+                f"system {k}",
+            )  # fmt: skip
         model_device = self.model.device
         if model_device.type != state.device.type:
             raise DeviceMismatchError(
