@@ -108,8 +108,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
     """The PID is alive but belongs to a process started at another time than the owner."""
-    if _process_start(os.getpid()) is None:
-        pytest.skip("process start times are not readable here (/proc)")
+    assert _process_start(os.getpid()) is not None, "process start times come from /proc"
     lock = lock_file_for(tmp_path / "run.traj", folder=False)
     write_lock(lock, os.getpid(), start="1")  # our PID, another start time
     with pytest.warns(StaleLockWarning), lock_file(tmp_path / "run.traj"):
