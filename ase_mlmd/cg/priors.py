@@ -181,18 +181,12 @@ def fit_priors(
     summary: dict = {"temperature_K": settings.temperature_K, "terms": list(settings.terms)}
     if "bonds" in settings.terms and len(topology.bonds):
         r = compute_bond_lengths(positions, topology.bonds)
-        k, r0 = zip(
-            *(_named(fit_harmonic, "bond", topology.bonds[b], r[:, b], kT, "r2", **fit)
-              for b in range(r.shape[1])), strict=True
-        )  # fmt: skip
+        k, r0 = _fit_each_harmonic("bond", topology.bonds, r, kT, "r2", fit)
         kwargs.update(bonds=topology.bonds, bond_k=k, bond_r0=r0)
         summary["bonds"] = {"k_eV_per_A2": list(k), "r0_A": list(r0)}
     if "angles" in settings.terms and len(topology.angles):
         th = compute_bond_angles(positions, topology.angles)
-        k, t0 = zip(
-            *(_named(fit_harmonic, "angle", topology.angles[a], th[:, a], kT, "sin", **fit)
-              for a in range(th.shape[1])), strict=True
-        )  # fmt: skip
+        k, t0 = _fit_each_harmonic("angle", topology.angles, th, kT, "sin", fit)
         kwargs.update(angles=topology.angles, angle_k=k, angle_theta0=t0)
         summary["angles"] = {"k_eV_per_rad2": list(k), "theta0_rad": list(t0)}
     if "dihedrals" in settings.terms and len(topology.dihedrals):
@@ -227,3 +221,13 @@ def _named(fit, term: str, beads: np.ndarray, *args, **kwargs):
             f"broadly spread frames for Boltzmann inversion: use more frames, or leave the "
             f"{term}s out of the prior terms)"
         ) from err
+
+
+def _fit_each_harmonic(
+    term: str, indices: np.ndarray, values: np.ndarray, kT: float, jacobian: str, fit: dict
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(k per term, x₀ per term) of :func:`fit_harmonic` over the columns of ``values`` (T,
+    n_terms), one column per row of ``indices``."""
+    fits = [_named(fit_harmonic, term, indices[t], values[:, t], kT, jacobian, **fit)
+            for t in range(values.shape[1])]  # fmt: skip
+    return tuple(k for k, _ in fits), tuple(x0 for _, x0 in fits)
