@@ -107,3 +107,9 @@ class UnknownParameterError(MLMDError, TypeError):
 
 class DeviceMismatchError(MLMDError, RuntimeError):
     """A model and the state it is asked to evaluate are on different devices."""
+
+
+class BackmapError(MLMDError, ValueError):
+    """A backmapping request cannot be served: a sample count below 1, CG frames that do not
+    fit the backmapper's mapping, or a backmapper card applied to another molecule; names the
+    frame, bead or option (``--samples``) that is wrong."""
