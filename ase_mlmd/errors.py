@@ -113,3 +113,9 @@ class BackmapError(MLMDError, ValueError):
     """A backmapping request cannot be served: a sample count below 1, CG frames that do not
     fit the backmapper's mapping, or a backmapper card applied to another molecule; names the
     frame, bead or option (``--samples``) that is wrong."""
+
+
+class InvalidMoleculeError(MLMDError, ValueError):
+    """A molecule cannot be used as given: a SMILES that does not parse (the message names the
+    string and its file and line), disconnected fragments where they are refused, unspecified
+    stereo where it is refused, or a structure whose atoms do not match its molecular graph."""
