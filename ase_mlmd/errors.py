@@ -119,3 +119,14 @@ class InvalidMoleculeError(MLMDError, ValueError):
     """A molecule cannot be used as given: a SMILES that does not parse (the message names the
     string and its file and line), disconnected fragments where they are refused, unspecified
     stereo where it is refused, or a structure whose atoms do not match its molecular graph."""
+
+
+class WorldSizeMismatchError(CheckpointMismatchError):
+    """A training checkpoint written by a run on N processes (``--devices N``) is resumed with
+    another number of processes; the message names both and the ``--devices`` to pass."""
+
+
+class DistributedTrainingError(MLMDError, RuntimeError):
+    """A distributed (multi-process) training run cannot start or was stopped: fewer GPUs than
+    ``--devices``, a training process killed by a signal, or Ctrl-C; all processes are stopped
+    and the message says how to resume."""
