@@ -130,3 +130,16 @@ class DistributedTrainingError(MLMDError, RuntimeError):
     """A distributed (multi-process) training run cannot start or was stopped: fewer GPUs than
     ``--devices``, a training process killed by a signal, or Ctrl-C; all processes are stopped
     and the message says how to resume."""
+
+
+class LammpsExportError(MLMDError, ValueError):
+    """A model cannot be exported to LAMMPS as asked: it gives no per-atom energies (needed to
+    split the energy over MPI ranks), its number of interaction layers is unknown, or it cannot
+    run in the requested precision (``--dtype float64`` for a model fixed in float32)."""
+
+
+class LammpsInputError(MLMDError, ValueError):
+    """A LAMMPS input does not fit the exported model: element names on ``pair_coeff`` that the
+    model lacks, a data file with more or fewer atom types than elements named, units other
+    than ``metal``, or a box whose subdomain per MPI rank is smaller than the model's cutoff
+    (too many ranks for the box); the message says which and what to change."""
