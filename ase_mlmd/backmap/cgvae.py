@@ -1,0 +1,259 @@
+"""CGVAE: a rotation-equivariant variational auto-encoder that restores all-atom coordinates
+from CG coordinates (after Wang, Xu, Cai, Gómez-Bombarelli, ICML 2022; METRICS.md §4).
+
+For one molecule with ``N`` atoms and a mapping of ``n`` beads (weights ``W``, atom → bead
+``a(i)`` from :func:`~ase_mlmd.backmap.pairs.assignment_of`):
+
+- encoder q(z | x, X): equivariant message passing (:mod:`ase_mlmd.backmap.cgvae_layers`) over
+  the joint point set of atoms and beads; the invariant features of each bead, with the mean of
+  its atoms' features, give the mean and log-variance of a latent ``z_I`` (``latent`` numbers);
+- prior p(z | X): the same kind of network over the beads alone;
+- decoder: equivariant message passing over the beads, bead features seeded with ``z``; atom
+  ``i`` gets the offset ``d_i = Σ_c k_ic V_{a(i)c}`` (``V`` the bead's vector channels,
+  ``k_i`` invariant coefficients from the bead's features and a learned atom embedding), and
+  ``x_i = X_{a(i)} + d_i − Σ_j W_{a(i)j} d_j``: re-centred per bead, so that ``W x = X``
+  exactly (the CG input is reproduced whatever the network outputs);
+- loss = MSE(x̂, x) (Å² per atom) + β KL(q ‖ p) (nats per bead) + γ MSE of bond lengths (Å²).
+
+Rotating the CG input rotates every sample (same seed); translating it translates them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import nn
+
+from ase_mlmd.backmap.base import aa_atoms, check_cg_frames, check_n_samples
+from ase_mlmd.backmap.cgvae_layers import EquivariantStack, gaussian_kl, mlp
+from ase_mlmd.backmap.pairs import assignment_of
+from ase_mlmd.cg.mapping import CGMapping
+
+__all__ = ["CGVAE", "CGVAEBackmapper", "CGVAEHyper"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CGVAEHyper:
+    """Architecture and loss settings.
+
+    Attributes:
+        features: invariant / vector channels per point.
+        latent: latent numbers per bead.
+        encoder_layers, prior_layers, decoder_layers: message-passing layers of each network.
+        n_rbf: radial basis functions; cutoff: interaction cutoff, Å (all pairs inside it).
+        beta: weight of the KL term; gamma: weight of the bond-length MSE.
+    """
+
+    features: int = 32
+    latent: int = 8
+    encoder_layers: int = 2
+    prior_layers: int = 2
+    decoder_layers: int = 3
+    n_rbf: int = 16
+    cutoff: float = 12.0
+    beta: float = 0.01
+    gamma: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CGVAEHyper:
+        """Settings from a dict; unknown keys raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown CGVAE settings {unknown}; known: {sorted(known)}")
+        hyper = cls(**data)
+        for name in ("features", "latent", "n_rbf", "decoder_layers"):
+            if int(getattr(hyper, name)) < 1:
+                raise ValueError(f"CGVAE setting {name} must be ≥ 1, got {getattr(hyper, name)}")
+        if hyper.cutoff <= 0 or hyper.beta < 0 or hyper.gamma < 0:
+            raise ValueError("CGVAE cutoff must be > 0 and beta, gamma ≥ 0")
+        return hyper
+
+
+class CGVAE(nn.Module):
+    """The network of one molecule and mapping (see the module docstring).
+
+    Args:
+        weights: (n, N) mapping weights; assignment: (N,) bead of each atom;
+        bonds: (n_bonds, 2) atom pairs of the bond graph; hyper: :class:`CGVAEHyper`.
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        assignment: np.ndarray,
+        bonds: np.ndarray,
+        hyper: CGVAEHyper | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        hyper = hyper or CGVAEHyper()
+        self.hyper = hyper
+        n_beads, n_atoms = np.shape(weights)
+        self.n_beads, self.n_atoms = int(n_beads), int(n_atoms)
+        torch.manual_seed(seed)
+        f, z = hyper.features, hyper.latent
+        self.register_buffer("weights", torch.as_tensor(np.asarray(weights), dtype=torch.float32))
+        self.register_buffer(
+            "assignment", torch.as_tensor(np.asarray(assignment), dtype=torch.long)
+        )
+        self.register_buffer("bonds", torch.as_tensor(np.reshape(bonds, (-1, 2)), dtype=torch.long))
+        self.atom_embedding = nn.Embedding(n_atoms, f)
+        self.encoder_beads = nn.Embedding(n_beads, f)
+        self.prior_beads = nn.Embedding(n_beads, f)
+        self.decoder_beads = nn.Embedding(n_beads, f)
+        self.decoder_atoms = nn.Embedding(n_atoms, f)
+        stack = {"n_rbf": hyper.n_rbf, "cutoff": hyper.cutoff}
+        self.encoder = EquivariantStack(f, hyper.encoder_layers, **stack)
+        self.prior = EquivariantStack(f, hyper.prior_layers, **stack)
+        self.decoder = EquivariantStack(f, hyper.decoder_layers, **stack)
+        self.encoder_head = mlp(2 * f, f, 2 * z)
+        self.prior_head = mlp(f, f, 2 * z)
+        self.latent_in = nn.Linear(z, f)
+        self.coefficients = mlp(f, f, f)
+
+    # -- the three networks ---------------------------------------------------------------
+    def _zeros(self, cg: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.hyper.features
+        return cg.new_zeros(cg.shape[0], n, f), cg.new_zeros(cg.shape[0], n, 3, f)
+
+    def encode(self, cg: torch.Tensor, aa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z | x, X): mean and log-variance (B, n, latent) from cg (B, n, 3), aa (B, N, 3)."""
+        s, v = self._zeros(cg, self.n_atoms + self.n_beads)
+        s = s + torch.cat([self.atom_embedding.weight, self.encoder_beads.weight])
+        s, v = self.encoder(s, v, torch.cat([aa, cg], dim=1))
+        atoms, beads = s[:, : self.n_atoms], s[:, self.n_atoms :]
+        count = torch.zeros(self.n_beads, dtype=s.dtype, device=s.device)
+        count = count.index_add(0, self.assignment, torch.ones_like(self.assignment, dtype=s.dtype))
+        pooled = beads.new_zeros(beads.shape).index_add(1, self.assignment, atoms)
+        pooled = pooled / count.clamp(min=1).unsqueeze(-1)
+        mu, logvar = self.encoder_head(torch.cat([beads, pooled], -1)).chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 6.0)
+
+    def prior_of(self, cg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(z | X): mean and log-variance (B, n, latent) from cg (B, n, 3)."""
+        s, v = self._zeros(cg, self.n_beads)
+        s, v = self.prior(s + self.prior_beads.weight, v, cg)
+        mu, logvar = self.prior_head(s).chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 6.0)
+
+    def decode(self, cg: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """All-atom positions (B, N, 3) Å from cg (B, n, 3) and latents z (B, n, latent);
+        ``W x = cg`` holds exactly (re-centring, module docstring)."""
+        s, v = self._zeros(cg, self.n_beads)
+        s, v = self.decoder(s + self.decoder_beads.weight + self.latent_in(z), v, cg)
+        owner = self.assignment
+        coefficients = self.coefficients(s[:, owner] * self.decoder_atoms.weight)  # (B, N, F)
+        offsets = torch.einsum("bif,bixf->bix", coefficients, v[:, owner])
+        bead_shift = torch.einsum("ni,bix->bnx", self.weights.to(cg.dtype), offsets)
+        return cg[:, owner] + offsets - bead_shift[:, owner]
+
+    # -- training -------------------------------------------------------------------------
+    def loss(
+        self,
+        cg: torch.Tensor,
+        aa: torch.Tensor,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of a batch cg (B, n, 3), aa (B, N, 3): MSE + β KL + γ bond MSE, and its parts
+        (``mse`` Å² per atom, ``kl`` nats per bead, ``bond`` Å²). The latent is drawn from
+        q(z | x, X) with ``generator``, or is its mean when ``deterministic``."""
+        mu_q, logvar_q = self.encode(cg, aa)
+        mu_p, logvar_p = self.prior_of(cg)
+        z = mu_q
+        if not deterministic:
+            eps = torch.randn(mu_q.shape, generator=generator, dtype=mu_q.dtype)
+            z = mu_q + torch.exp(0.5 * logvar_q) * eps
+        x = self.decode(cg, z)
+        mse = ((x - aa) ** 2).sum(-1).mean()
+        kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean()
+        bond = ((bond_lengths(x, self.bonds) - bond_lengths(aa, self.bonds)) ** 2).mean()
+        total = mse + self.hyper.beta * kl + self.hyper.gamma * bond
+        parts = {"mse": mse.detach(), "kl": kl.detach(), "bond": bond.detach()}
+        return total, {k: float(v) for k, v in parts.items()}
+
+
+def bond_lengths(x: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
+    """(B, n_bonds) lengths, Å, of ``bonds`` in positions x (B, N, 3)."""
+    if len(bonds) == 0:
+        return x.new_zeros(x.shape[0], 0)
+    delta = x[:, bonds[:, 0]] - x[:, bonds[:, 1]]
+    return torch.sqrt((delta * delta).sum(-1) + 1e-12)
+
+
+class CGVAEBackmapper:
+    """A trained :class:`CGVAE` with its mapping, as a :class:`~ase_mlmd.backmap.base.Backmapper`.
+
+    Args:
+        model: the network (evaluated in float32 on the CPU).
+        mapping: the mapping it was trained with (bead positions are ``W r`` of its weights).
+    """
+
+    def __init__(self, model: CGVAE, mapping: CGMapping, batch_size: int = 256) -> None:
+        self.model = model.eval()
+        self.mapping = mapping
+        self.batch_size = int(batch_size)
+
+    @classmethod
+    def new(
+        cls, mapping: CGMapping, hyper: CGVAEHyper | None = None, seed: int = 0
+    ) -> CGVAEBackmapper:
+        """An untrained backmapper for ``mapping``."""
+        weights = mapping.weights
+        weights = np.asarray(weights.todense()) if hasattr(weights, "todense") else weights
+        model = CGVAE(weights, assignment_of(mapping), mapping.bonds, hyper, seed=seed)
+        return cls(model, mapping)
+
+    @property
+    def topology(self) -> CGMapping:
+        return self.mapping
+
+    def _chunks(self, cg: np.ndarray):
+        for start in range(0, len(cg), self.batch_size):
+            yield start, torch.as_tensor(cg[start : start + self.batch_size], dtype=torch.float32)
+
+    @torch.no_grad()
+    def sample(
+        self, cg: Atoms | Sequence[Atoms], n_samples: int, seed: int = 0
+    ) -> list[list[Atoms]]:
+        """Per CG frame, ``n_samples`` structures decoded from z ~ p(z | X) (Å)."""
+        n_samples = check_n_samples(n_samples)
+        positions = check_cg_frames(cg, self.mapping)
+        generator = torch.Generator().manual_seed(int(seed))
+        out: list[list[Atoms]] = [[] for _ in range(len(positions))]
+        for start, chunk in self._chunks(positions):
+            mu, logvar = self.model.prior_of(chunk)
+            for k in range(n_samples):
+                eps = torch.randn(mu.shape, generator=generator)
+                x = self.model.decode(chunk, mu + torch.exp(0.5 * logvar) * eps).double().numpy()
+                for j, frame in enumerate(x):
+                    out[start + j].append(
+                        aa_atoms(frame, self.mapping, cg_frame=start + j, sample=k)
+                    )
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, cg: Atoms | Sequence[Atoms]) -> list[Atoms]:
+        """Per CG frame, the structure decoded from the prior mean (deterministic)."""
+        positions = check_cg_frames(cg, self.mapping)
+        out = []
+        for start, chunk in self._chunks(positions):
+            x = self.model.decode(chunk, self.model.prior_of(chunk)[0]).double().numpy()
+            out += [aa_atoms(f, self.mapping, cg_frame=start + j) for j, f in enumerate(x)]
+        return out
+
+    @torch.no_grad()
+    def autoencode(self, cg: np.ndarray, aa: np.ndarray) -> np.ndarray:
+        """(F, N, 3) Å decoded from the posterior mean of q(z | x, X): the VAE reconstruction
+        that CGVAE's RMSD_recon measures. cg (F, n, 3), aa (F, N, 3) Å."""
+        out = []
+        for start, chunk in self._chunks(np.asarray(cg)):
+            ref = torch.as_tensor(aa[start : start + len(chunk)], dtype=torch.float32)
+            out.append(self.model.decode(chunk, self.model.encode(chunk, ref)[0]).double().numpy())
+        return np.concatenate(out)
