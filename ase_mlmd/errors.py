@@ -143,3 +143,9 @@ class LammpsInputError(MLMDError, ValueError):
     model lacks, a data file with more or fewer atom types than elements named, units other
     than ``metal``, or a box whose subdomain per MPI rank is smaller than the model's cutoff
     (too many ranks for the box); the message says which and what to change."""
+
+
+class PhononSupercellError(MLMDError, ValueError):
+    """A finite-displacement phonon supercell is too small for the calculator's interaction
+    range: a displaced atom would feel its own periodic images, which aliases the force
+    constants. The message gives the supercell widths, the cutoff and the repeat to use."""
