@@ -1,0 +1,367 @@
+"""ConfVAE: conformer generation by a conditional VAE over distances + differentiable DG.
+
+After Xu et al., "An End-to-End Framework for Molecular Conformation Generation via Bilevel
+Programming" (ICML 2021). The model, for a molecule graph G (RDKit features on the extended
+1…k-hop graph, :mod:`.confvae_features`) and a conformer R (N, 3) Å:
+
+* graph encoder: message passing over G (edge-conditioned MLP messages, residual updates,
+  layer norm) → atom embeddings h (N, H);
+* conformation encoder: the same kind of network whose edge inputs also carry the conformer's
+  distances on the extended edges (Gaussian radial basis) — distances only, so it is invariant
+  to rotations, translations and reflections of R — mean-pooled per molecule to the mean and
+  log-variance of a Gaussian posterior q(z | R, G), z in R^L, sampled by reparameterisation;
+  the prior is N(0, I);
+* decoder: an MLP per extended edge (i, j) of (h_i + h_j, h_i * h_j, edge features, z) →
+  distance d_ij = 0.5 Å + softplus(·);
+* coordinates by distance geometry (:func:`.distance_geometry.embed`): the inner problem
+  min_X sum_e (|x_i − x_j| − d_e)² solved by preconditioned descent (MDS start + seeded noise,
+  4D then 3D); the outer loss is differentiated through the last ``unrolled`` inner steps
+  (truncated back-propagation, the bilevel approximation used here).
+
+Loss per molecule (Å², summed over the batch mean)::
+
+    MSD_aligned(X_DG, R) + distance_weight * mean_e (d_e − |r_i − r_j|)² + beta * KL(q || p)
+
+where MSD_aligned is over all atoms (hydrogens included; they are placed by the same DG) after
+the optimal superposition *with reflection allowed* (distances cannot encode chirality; at
+sampling time the chirality of specified stereocentres is restored by mirroring, see
+:func:`sample_conformers`).
+
+Cards: ``card.toml`` (backend ``confvae``, not an energy calculator) + safetensors weights with
+their sha256; :func:`load_confvae` needs no trust. :func:`sample_conformers` is the public entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ase_mlmd.conformers.confvae_features import (
+    GraphBatch,
+    atom_feature_size,
+    collate,
+    edge_feature_size,
+    mol_graph,
+)
+from ase_mlmd.conformers.distance_geometry import aligned_msd, edge_lengths, embed
+from ase_mlmd.errors import CardError
+
+CONFVAE_BACKEND = "confvae"
+CITATION = (
+    "M. Xu, W. Wang, S. Luo, C. Shi, Y. Bengio, R. Gomez-Bombarelli, J. Tang, An End-to-End "
+    "Framework for Molecular Conformation Generation via Bilevel Programming, ICML 2021"
+)
+
+
+@dataclasses.dataclass
+class ConfVAESettings:
+    """Architecture and inner-solver settings (stored in the card).
+
+    Attributes:
+        vocabulary: element symbols the model knows (sorted).
+        hidden: width of the embeddings; layers: message-passing layers per encoder.
+        latent: size of z; max_hops: extended-graph hops (3: bonds, angles, torsions).
+        n_rbf: radial basis functions of the conformation encoder (0–8 Å).
+        steps_4d, steps, unrolled: inner DG steps in 4D, in 3D, and the unrolled last 3D steps.
+        noise: Å, standard deviation of the DG start noise.
+    """
+
+    vocabulary: list[str]
+    hidden: int = 64
+    layers: int = 3
+    latent: int = 8
+    max_hops: int = 3
+    n_rbf: int = 16
+    steps_4d: int = 150
+    steps: int = 150
+    unrolled: int = 10
+    noise: float = 0.3
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out))
+
+
+class MessagePassing(nn.Module):
+    """One edge-conditioned message-passing layer with a residual update and layer norm."""
+
+    def __init__(self, hidden: int, edge_dim: int) -> None:
+        super().__init__()
+        self.message = _mlp(2 * hidden + edge_dim, hidden, hidden)
+        self.update = _mlp(2 * hidden, hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: torch.Tensor, edges: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        i, j = edges
+        to_i = self.message(torch.cat([h[i], h[j], e], -1))
+        to_j = self.message(torch.cat([h[j], h[i], e], -1))
+        agg = torch.zeros_like(h).index_add(0, i, to_i).index_add(0, j, to_j)
+        return self.norm(h + self.update(torch.cat([h, agg], -1)))
+
+
+class GraphNetwork(nn.Module):
+    """Atom embedding + ``layers`` message-passing layers → (N, hidden)."""
+
+    def __init__(self, n_atom: int, n_edge: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(n_atom, hidden)
+        self.layers = nn.ModuleList(MessagePassing(hidden, n_edge) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, edges: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for layer in self.layers:
+            h = layer(h, edges, e)
+        return h
+
+
+class ConfVAE(nn.Module):
+    """The ConfVAE network (see the module docstring); float32, CPU."""
+
+    def __init__(self, settings: ConfVAESettings) -> None:
+        super().__init__()
+        self.settings = settings
+        s = settings
+        n_atom, n_edge = atom_feature_size(s.vocabulary), edge_feature_size(s.max_hops)
+        self.graph_encoder = GraphNetwork(n_atom, n_edge, s.hidden, s.layers)
+        self.conf_encoder = GraphNetwork(n_atom, n_edge + s.n_rbf, s.hidden, s.layers)
+        self.posterior = _mlp(s.hidden, s.hidden, 2 * s.latent)
+        self.edge_embed = nn.Linear(n_edge, s.hidden)
+        self.decoder = nn.Sequential(
+            nn.Linear(3 * s.hidden + s.latent, s.hidden),
+            nn.SiLU(),
+            nn.Linear(s.hidden, s.hidden),
+            nn.SiLU(),
+            nn.Linear(s.hidden, 1),
+        )
+        self.register_buffer("rbf_centres", torch.linspace(0.0, 8.0, s.n_rbf))
+
+    def rbf(self, distances: torch.Tensor) -> torch.Tensor:
+        """Gaussian radial basis (E, n_rbf) of distances (E,) in Å."""
+        width = (
+            float(self.rbf_centres[1] - self.rbf_centres[0]) if len(self.rbf_centres) > 1 else 1.0
+        )
+        return torch.exp(-(((distances[:, None] - self.rbf_centres) / width) ** 2))
+
+    def encode(
+        self, batch: GraphBatch, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance (B, L) from conformers ``positions`` (N_tot, 3) Å."""
+        d = edge_lengths(positions, batch.edges)
+        e = torch.cat([batch.edge_features, self.rbf(d)], -1)
+        h = self.conf_encoder(batch.atom_features, batch.edges, e)
+        pooled = torch.zeros(batch.n_molecules, h.shape[1], dtype=h.dtype)
+        pooled = pooled.index_add(0, batch.atom_mol, h) / batch.counts[:, None].to(h.dtype)
+        mean, log_var = self.posterior(pooled).chunk(2, -1)
+        return mean, log_var.clamp(-10.0, 10.0)
+
+    def decode(self, batch: GraphBatch, z: torch.Tensor) -> torch.Tensor:
+        """Predicted distances (E_tot,) Å on the extended edges for latents ``z`` (B, L)."""
+        h = self.graph_encoder(batch.atom_features, batch.edges, batch.edge_features)
+        i, j = batch.edges
+        inputs = [h[i] + h[j], h[i] * h[j], self.edge_embed(batch.edge_features), z[batch.edge_mol]]
+        return 0.5 + nn.functional.softplus(self.decoder(torch.cat(inputs, -1))[:, 0])
+
+    def coordinates(
+        self, batch: GraphBatch, distances: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Distance geometry (N_tot, 3) Å from predicted ``distances`` (gradient: last steps)."""
+        s = self.settings
+        return embed(distances, batch.edges, batch.counts, generator, s.steps_4d, s.steps,
+                     s.unrolled, s.noise)  # fmt: skip
+
+    def loss(
+        self,
+        batch: GraphBatch,
+        positions: torch.Tensor,
+        beta: float,
+        distance_weight: float,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """The training objective and its terms for reference conformers ``positions``.
+
+        Args:
+            batch: B molecule graphs; positions: (N_tot, 3) reference coordinates, Å.
+            beta: KL weight; distance_weight: weight of the direct distance term.
+            generator: seeds z noise and the DG start (None: torch's global RNG).
+            sample: draw z from the posterior (False: its mean, for validation).
+
+        Returns:
+            ``loss`` (scalar), ``msd`` (aligned MSD, Å², batch mean), ``distance`` (Å²),
+            ``kl`` (nats per molecule).
+        """
+        mean, log_var = self.encode(batch, positions)
+        z = mean
+        if sample:
+            eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+            z = mean + torch.exp(0.5 * log_var) * eps
+        distances = self.decode(batch, z)
+        reference = edge_lengths(positions, batch.edges)
+        x = self.coordinates(batch, distances, generator)
+        xp, mask = batch.pad(x)
+        rp, _ = batch.pad(positions)
+        msd = aligned_msd(xp, rp, mask, reflection=True).mean()
+        dist = ((distances - reference) ** 2).mean()
+        kl = 0.5 * (mean**2 + log_var.exp() - 1.0 - log_var).sum(-1).mean()
+        total = msd + distance_weight * dist + beta * kl
+        return {"loss": total, "msd": msd, "distance": dist, "kl": kl}
+
+    @torch.no_grad()
+    def sample(self, batch: GraphBatch, generator: torch.Generator) -> torch.Tensor:
+        """Conformers (N_tot, 3) Å with z from the prior N(0, I) (one z per molecule)."""
+        z = torch.randn(batch.n_molecules, self.settings.latent, generator=generator)
+        return self.coordinates(batch, self.decode(batch, z), generator)
+
+
+def export_confvae_card(
+    model: ConfVAE,
+    directory: str | os.PathLike,
+    name: str,
+    *,
+    provenance: dict[str, Any] | None = None,
+    card_file: str = "card.toml",
+) -> Path:
+    """Write ``NAME.safetensors`` then the card (both atomically); return the card's path."""
+    from safetensors.torch import save_file
+
+    from ase_mlmd.calculators.cards import sha256_of, write_card
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    weights = directory / f"{name}.safetensors"
+    tmp = weights.with_name(f".{weights.name}.tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, weights)
+    table = {
+        "name": name,
+        "description": "ConfVAE conformer generator (not an energy calculator; cutoff unused): "
+        "SMILES/Mol -> conformers via ase_mlmd.conformers.confvae.sample_conformers",
+        "backend": CONFVAE_BACKEND,
+        "species": sorted(model.settings.vocabulary),
+        "cutoff": 0.0,
+        "dtype": "float32",
+        "citation": CITATION,
+        "units": {"energy": "eV", "length": "Å"},
+        "parameters": model.settings.as_dict(),
+        "weights": {"file": weights.name, "sha256": sha256_of(weights), "format": "safetensors"},
+        "provenance": dict(provenance or {}),
+    }
+    return write_card(table, directory / card_file)
+
+
+def load_confvae(card_path: str | os.PathLike) -> ConfVAE:
+    """The model of a ConfVAE card (safetensors weights, sha256 checked; no trust needed).
+
+    Raises:
+        ModelFileError, ChecksumMismatchError: missing, corrupt or altered weights.
+        CardError: not a ConfVAE card, or weights that do not fit its parameters.
+    """
+    from ase_mlmd.calculators.cards import load_state_dict, read_card
+
+    card = read_card(card_path)
+    if card.backend != CONFVAE_BACKEND:
+        raise CardError(
+            f"{card.path} is a {card.backend!r} card, not a ConfVAE card (backend "
+            f"{CONFVAE_BACKEND!r}); train one with ase-mlmd conformers train"
+        )
+    if card.weights is None or card.weights.format != "safetensors":
+        raise CardError(f"{card.path}: a ConfVAE card needs [weights] in safetensors format")
+    try:
+        settings = ConfVAESettings(**card.parameters)
+        model = ConfVAE(settings)
+        model.load_state_dict(load_state_dict(card))
+    except (TypeError, RuntimeError) as err:
+        raise CardError(f"{card.path}: parameters and weights do not fit ({err})") from None
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_model(path: str, mtime_ns: int) -> ConfVAE:
+    return load_confvae(path)
+
+
+def _mirror_for_stereo(mol: Any, positions: np.ndarray) -> np.ndarray:
+    """``positions`` reflected (x → −x) when that matches more of the molecule's specified
+    tetrahedral centres (CIP labels recomputed from 3D) than it breaks; else unchanged."""
+    from rdkit import Chem
+
+    wanted = dict(
+        Chem.FindMolChiralCenters(mol, includeUnassigned=False, useLegacyImplementation=False)
+    )
+    if not wanted:
+        return positions
+
+    def matches(coords: np.ndarray) -> int:
+        copy = Chem.Mol(mol)
+        copy.RemoveAllConformers()
+        conf = Chem.Conformer(copy.GetNumAtoms())
+        for k, xyz in enumerate(coords):
+            conf.SetAtomPosition(k, xyz.tolist())
+        copy.AddConformer(conf, assignId=True)
+        Chem.AssignStereochemistryFrom3D(copy)
+        found = dict(
+            Chem.FindMolChiralCenters(copy, includeUnassigned=False, useLegacyImplementation=False)
+        )
+        return sum(found.get(k) == label for k, label in wanted.items())
+
+    mirrored = positions * np.array([-1.0, 1.0, 1.0])
+    return mirrored if matches(mirrored) > matches(positions) else positions
+
+
+def sample_conformers(card_path: str | os.PathLike, mol: Any, n: int, seed: int = 0) -> list:
+    """``n`` conformers of ``mol`` from a ConfVAE card, as ASE ``Atoms`` in the Mol's atom order.
+
+    Args:
+        card_path: a ConfVAE card (``ase-mlmd conformers train`` writes ``OUTPUT/card.toml``).
+        mol: RDKit ``Mol`` with explicit hydrogens (every atom is generated, hydrogens by the
+            same distance geometry as heavy atoms).
+        n: number of conformers (>= 1).
+        seed: seeds z and the DG starts; the same card, molecule, n and seed give the same
+            coordinates.
+
+    Returns:
+        ``n`` Atoms (positions in Å, centred) with ``info`` smiles, mapped_smiles (bonds, see
+        :mod:`.molecules`), ``method = "confvae"`` and ``seed``.
+
+    Raises:
+        ValueError: n < 1 (names the value).
+        UnsupportedSpeciesError: an element the card's vocabulary does not have.
+        ModelFileError, ChecksumMismatchError, CardError: an unusable card.
+    """
+    from ase import Atoms
+    from rdkit import Chem
+
+    from ase_mlmd.conformers.molecules import mapped_smiles
+
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"the number of conformers must be an integer >= 1 (-n), got {n!r}")
+    if sum(atom.GetTotalNumHs() for atom in mol.GetAtoms()) > 0:
+        mol = Chem.AddHs(mol)  # implicit hydrogens: ConfVAE generates every atom
+    path = Path(card_path)
+    stat = path.stat() if path.is_file() else None
+    model = _cached_model(str(path.resolve()), stat.st_mtime_ns) if stat else load_confvae(path)
+    graph = mol_graph(mol, model.settings.vocabulary, model.settings.max_hops)
+    batch = collate([graph] * int(n))
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        coords = model.sample(batch, generator).double().numpy().reshape(int(n), -1, 3)
+    numbers = [atom.GetAtomicNum() for atom in mol.GetAtoms()]
+    smiles, mapped = Chem.MolToSmiles(Chem.RemoveHs(mol)), mapped_smiles(mol)
+    out = []
+    for xyz in coords:
+        xyz = _mirror_for_stereo(mol, xyz - xyz.mean(0))
+        atoms = Atoms(numbers=numbers, positions=xyz)
+        atoms.info.update(smiles=smiles, mapped_smiles=mapped, method="confvae", seed=int(seed))
+        out.append(atoms)
+    return out

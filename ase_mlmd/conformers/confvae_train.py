@@ -1,0 +1,416 @@
+"""Training ConfVAE on reference conformer ensembles, with the package's training conventions.
+
+``train_confvae(reference, output_dir, config)``:
+
+1. reads the ensembles and splits them *by molecule* (:mod:`.confvae_data`: a reference folder
+   with ``train/``, ``val/``, ``test/`` subfolders keeps that split; a flat one is split with
+   ``config.split`` and ``config.seed``); val/test molecules with elements no training molecule
+   has are left out (recorded in ``split.json`` and the card);
+3. optimises the ConfVAE objective (:mod:`.confvae`) over (molecule, conformer) pairs with
+   Adam, the EMA of the weights, ReduceLROnPlateau and early stopping on the validation loss of
+   the averaged weights — the state, EMA and schedule of :class:`ase_mlmd.train.loop.TrainingState`
+   and the checkpoint format of :mod:`ase_mlmd.train.checkpoint` (atomic, ``weights_only``,
+   fingerprinted; rerunning resumes, also after SIGKILL, identically to an uninterrupted run);
+   ``train_log.csv`` one row per epoch; ``max_time`` for the whole run;
+4. exports the best-validation averaged weights as ``output_dir/card.toml``.
+
+The epoch loop itself is separate from :class:`ase_mlmd.train.loop.EpochLoop` because that one
+is bound to energy/force batches and errors (its loss and validation functions are not
+parameters); everything else is shared.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ase_mlmd.conformers.confvae import ConfVAE, ConfVAESettings, export_confvae_card
+from ase_mlmd.conformers.confvae_data import ConformerSet, read_reference, split_reference
+from ase_mlmd.conformers.confvae_features import mol_graph
+from ase_mlmd.data.splits import parse_split
+from ase_mlmd.fileio import atomic_write_text
+from ase_mlmd.outdir import lock_folder
+from ase_mlmd.progress import progress_bar
+from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint, save_train_checkpoint
+from ase_mlmd.train.config import parse_duration
+from ase_mlmd.train.loop import TrainingState, _epoch_order
+
+CARD_FILE, CHECKPOINT_FILE, LOG_FILE, SPLIT_FILE = (
+    "card.toml",
+    "checkpoint.pt",
+    "train_log.csv",
+    "split.json",
+)
+LOG_COLUMNS = ("epoch", "wall_time_s", "lr", "train_loss", "val_loss", "val_rmsd_A")
+#: settings that may change when a run is resumed
+RESUMABLE_FIELDS = ("max_epochs", "max_time", "early_stop_patience", "checkpoint_every_batches")
+IMPROVEMENT = 1e-4
+
+
+@dataclass
+class ConfVAETrainConfig:
+    """A ConfVAE training run (architecture, objective, optimiser, stopping, split).
+
+    Attributes:
+        hidden, layers, latent, max_hops, n_rbf, steps_4d, steps, unrolled, noise: see
+            :class:`~ase_mlmd.conformers.confvae.ConfVAESettings`.
+        beta: KL weight; distance_weight: weight of the direct distance term (Å²).
+        lr, batch_size: Adam learning rate, conformers per step.
+        max_epochs, max_time (s or "20m"), early_stop_patience: stopping rules.
+        lr_patience, lr_factor, min_lr: ReduceLROnPlateau on the validation loss.
+        ema_decay: weight average used for validation and export.
+        seed: weights, batch order, noise and (flat folders) the split.
+        split: train,val,test fractions for a flat reference folder.
+        max_conformers: at most this many lowest-energy conformers per molecule (None: all).
+        checkpoint_every_batches: also checkpoint within an epoch.
+    """
+
+    hidden: int = 64
+    layers: int = 3
+    latent: int = 8
+    max_hops: int = 3
+    n_rbf: int = 16
+    steps_4d: int = 100
+    steps: int = 100
+    unrolled: int = 10
+    noise: float = 0.3
+    beta: float = 0.05
+    distance_weight: float = 1.0
+    lr: float = 1e-3
+    batch_size: int = 16
+    max_epochs: int = 200
+    max_time: float | str | None = None
+    early_stop_patience: int = 15
+    lr_patience: int = 5
+    lr_factor: float = 0.5
+    min_lr: float = 1e-5
+    ema_decay: float = 0.99
+    seed: int = 123
+    split: tuple[float | int, ...] | str = (0.8, 0.1, 0.1)
+    max_conformers: int | None = None
+    checkpoint_every_batches: int = 20
+
+    def __post_init__(self) -> None:
+        self.max_time = parse_duration(self.max_time)
+        if isinstance(self.split, str):
+            self.split = parse_split(self.split)
+        for key in (
+            "hidden",
+            "layers",
+            "latent",
+            "max_hops",
+            "batch_size",
+            "max_epochs",
+            "early_stop_patience",
+            "checkpoint_every_batches",
+        ):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.lr <= 0 or self.beta < 0 or self.distance_weight < 0:
+            raise ValueError("lr must be > 0, beta and distance_weight >= 0")
+
+    def settings(self, vocabulary: list[str]) -> ConfVAESettings:
+        names = {f.name for f in dataclasses.fields(ConfVAESettings)} - {"vocabulary"}
+        return ConfVAESettings(vocabulary, **{k: getattr(self, k) for k in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["split"] = list(self.split)
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def evaluate_loss(model: ConfVAE, data: ConformerSet, config: ConfVAETrainConfig) -> dict:
+    """Mean loss and aligned RMSD (Å, from the mean MSD) over ``data`` with z = posterior mean
+    and the DG starts seeded by ``config.seed`` (deterministic)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    totals, count = {"loss": 0.0, "msd": 0.0}, 0
+    with torch.no_grad():
+        for start in range(0, len(data), config.batch_size):
+            chosen = list(range(start, min(start + config.batch_size, len(data))))
+            graphs, positions = data.batch(chosen)
+            out = model.loss(
+                graphs, positions, config.beta, config.distance_weight, generator, sample=False
+            )
+            for key in totals:
+                totals[key] += float(out[key]) * len(chosen)
+            count += len(chosen)
+    return {"loss": totals["loss"] / count, "rmsd_A": float(np.sqrt(totals["msd"] / count))}
+
+
+def _digest(molecules: list, parts: dict[str, list[int]]) -> str:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
+    for m in molecules:
+        h.update(m.mol_id.encode() + m.smiles.encode())
+        h.update(np.ascontiguousarray(m.conformers).tobytes())
+    return h.hexdigest()
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
+
+
+@dataclass
+class ConfVAETrainResult:
+    """What a run produced: card, epochs, best epoch, stop reason, validation/test losses and
+    aligned RMSDs (Å, z = posterior mean), molecules per part, wall time, the model."""
+
+    card_path: Path
+    epochs: int
+    best_epoch: int
+    stop_reason: str
+    val: dict
+    test: dict | None
+    n_molecules: dict
+    wall_time_s: float
+    model: ConfVAE | None = dataclasses.field(default=None, repr=False)
+
+
+def train_confvae(
+    reference: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: ConfVAETrainConfig | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+    name: str | None = None,
+) -> ConfVAETrainResult:
+    """Train ConfVAE on the ensembles under ``reference``; write ``output_dir/card.toml``.
+
+    Raises:
+        StructureFileError, DataFormatError: missing or empty reference folder.
+        DatasetSplitError: no training or validation molecule.
+        CheckpointMismatchError: a checkpoint of another run in ``output_dir`` (resume=False /
+            --no-resume starts afresh).
+        OutputLockedError: another run writes to ``output_dir`` now.
+    """
+    started = time.monotonic()
+    config = config or ConfVAETrainConfig()
+    output_dir = Path(output_dir)
+    molecules = read_reference(reference, config.max_conformers)
+    parts = split_reference(molecules, tuple(config.split), config.seed)
+    vocabulary = sorted(
+        {a.GetSymbol() for k in parts["train"] for a in molecules[k].mol.GetAtoms()}
+    )
+    dropped = {}
+    for part in ("val", "test"):
+        keep = [
+            k
+            for k in parts[part]
+            if {a.GetSymbol() for a in molecules[k].mol.GetAtoms()} <= set(vocabulary)
+        ]
+        dropped[part] = [molecules[k].mol_id for k in parts[part] if k not in keep]
+        parts[part] = keep
+    graphs = {
+        k: mol_graph(molecules[k].mol, vocabulary, config.max_hops)
+        for ks in parts.values()
+        for k in ks
+    }
+    sets = {p: ConformerSet(molecules, parts[p], graphs) for p in ("train", "val", "test")}
+    torch.manual_seed(config.seed)
+    model = ConfVAE(config.settings(vocabulary))
+    fingerprint = {
+        k: json.dumps(v, sort_keys=True)
+        for k, v in config.as_dict().items()
+        if k not in RESUMABLE_FIELDS
+    }
+    fingerprint["data_sha256"] = _digest(molecules, parts)
+    with lock_folder(output_dir, "training output folder"):
+        checkpoint = output_dir / CHECKPOINT_FILE
+        run = TrainingState(model, config)
+        if resume and checkpoint.is_file():
+            stored = load_train_checkpoint(checkpoint)
+            check_compatible(stored, fingerprint, checkpoint)
+            run.restore(stored)
+            if progress:
+                print(
+                    f"conformers train: resumed from epoch {run.epoch}, batch {run.batch} "
+                    f"({checkpoint}; --no-resume starts afresh)",
+                    file=sys.stderr,
+                )
+        split_record = {p: [molecules[k].mol_id for k in parts[p]] for p in parts}
+        atomic_write_text(
+            output_dir / SPLIT_FILE, json.dumps({**split_record, "dropped": dropped}) + "\n"
+        )
+        loop = _Loop(run, config, sets, fingerprint, checkpoint, started, progress)
+        reason = loop.fit()
+        run.ema.model.load_state_dict(run.best["ema"])
+        best_model = run.ema.model
+        val = evaluate_loss(best_model, sets["val"], config)
+        test = evaluate_loss(best_model, sets["test"], config) if len(sets["test"]) else None
+        counts = {p: len(parts[p]) for p in parts}
+        provenance = {
+            "reference": str(Path(reference).resolve()),
+            "molecules": counts,
+            "conformers": {p: len(sets[p]) for p in sets},
+            "dropped_unknown_elements": dropped,
+            "val_loss": val["loss"],
+            "val_rmsd_A": val["rmsd_A"],
+            **({"test_loss": test["loss"], "test_rmsd_A": test["rmsd_A"]} if test else {}),
+            "epochs": run.epoch,
+            "best_epoch": int(run.best["epoch"]),
+            "stop_reason": reason,
+            "wall_time_s": round(loop.elapsed(), 1),
+            "command": command or "ase_mlmd.conformers.confvae_train.train_confvae(...)",
+            "training": config.as_dict(),
+        }
+        card = export_confvae_card(
+            best_model,
+            output_dir,
+            name or output_dir.resolve().name or "confvae",
+            provenance=provenance,
+            card_file=CARD_FILE,
+        )
+    return ConfVAETrainResult(
+        card,
+        run.epoch,
+        int(run.best["epoch"]),
+        reason,
+        val,
+        test,
+        counts,
+        loop.elapsed(),
+        best_model,
+    )
+
+
+class _Loop:
+    """Epochs over (molecule, conformer) batches; checkpoints, validation, schedule, stopping."""
+
+    def __init__(self, run, config, sets, fingerprint, checkpoint, started, progress) -> None:
+        self.run, self.config, self.sets = run, config, sets
+        self.fingerprint, self.checkpoint = fingerprint, checkpoint
+        self.started, self.progress = started, progress
+        self.step_s: float | None = None
+        self.val_s: float | None = None
+
+    def elapsed(self) -> float:
+        return self.run.elapsed_before + (time.monotonic() - self.started)
+
+    def save(self) -> None:
+        save_train_checkpoint(self.checkpoint, self.run.state(self.fingerprint, self.elapsed()))
+
+    def out_of_time(self) -> bool:
+        if self.config.max_time is None or self.step_s is None:
+            return False
+        val = (
+            self.val_s
+            if self.val_s is not None
+            else self.step_s * len(self.sets["val"]) / self.config.batch_size
+        )
+        due = 1.5 * (self.step_s + 2 * val) + 2.0  # a batch, validation, final val + test
+        return self.elapsed() + due > self.config.max_time
+
+    def fit(self) -> str:
+        run, config = self.run, self.config
+        bar = progress_bar(
+            total=config.max_epochs, initial=run.epoch, desc="epochs", disable=not self.progress
+        )
+        reason = None
+        while reason is None:
+            if run.epoch >= config.max_epochs:
+                reason = "max_epochs"
+            elif run.best is not None and run.bad_epochs >= config.early_stop_patience:
+                reason = "early_stopping"
+            elif self.out_of_time():
+                reason = "max_time"
+            else:
+                if run.order is None:
+                    run.order = _epoch_order(len(self.sets["train"]), config.seed, run.epoch)
+                timed_out = self.train_epoch()
+                if run.loss_count:
+                    self.end_epoch()
+                    bar.update(1)
+                    bar.set_postfix(val_rmsd=f"{run.history[-1]['val_rmsd_A']:.3f}")
+                reason = "max_time" if timed_out else None
+        bar.close()
+        if run.best is None:
+            self.end_epoch(force=True)
+        return reason
+
+    def train_epoch(self) -> bool:
+        run, config = self.run, self.config
+        order = run.order
+        chunks = [order[k : k + config.batch_size] for k in range(0, len(order), config.batch_size)]
+        run.model.train()
+        bar = progress_bar(
+            total=len(chunks),
+            initial=run.batch,
+            desc=f"epoch {run.epoch + 1}",
+            leave=False,
+            disable=not self.progress,
+        )
+        try:
+            while run.batch < len(chunks):
+                if self.out_of_time():
+                    return True
+                tick = time.monotonic()
+                graphs, positions = self.sets["train"].batch(chunks[run.batch])
+                out = run.model.loss(graphs, positions, config.beta, config.distance_weight)
+                run.optimizer.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), 10.0)
+                run.optimizer.step()
+                run.ema.update(run.model)
+                run.loss_sum += float(out["loss"].detach())
+                run.loss_count += 1
+                run.batch += 1
+                run.steps += 1
+                spent = time.monotonic() - tick
+                self.step_s = spent if self.step_s is None else 0.9 * self.step_s + 0.1 * spent
+                bar.update(1)
+                bar.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4g}")
+                if run.batch % config.checkpoint_every_batches == 0 and run.batch < len(chunks):
+                    self.save()
+        finally:
+            bar.close()
+        return False
+
+    def end_epoch(self, force: bool = False) -> None:
+        run = self.run
+        tick = time.monotonic()
+        val = evaluate_loss(run.ema.model, self.sets["val"], self.config)
+        self.val_s = time.monotonic() - tick
+        if run.loss_count and not force:
+            run.scheduler.step(val["loss"])
+            run.epoch += 1
+            best = None if run.best is None else run.best["val_loss"]
+            if best is None or val["loss"] < best - IMPROVEMENT * abs(best):
+                state = {k: v.detach().clone() for k, v in run.ema.model.state_dict().items()}
+                run.best = {"val_loss": val["loss"], "epoch": run.epoch, "ema": state}
+                run.bad_epochs = 0
+            else:
+                run.bad_epochs += 1
+            run.history.append(
+                {
+                    "epoch": run.epoch,
+                    "wall_time_s": round(self.elapsed(), 3),
+                    "lr": run.optimizer.param_groups[0]["lr"],
+                    "train_loss": run.loss_sum / run.loss_count,
+                    "val_loss": val["loss"],
+                    "val_rmsd_A": val["rmsd_A"],
+                }
+            )
+            _write_log(self.checkpoint.parent / LOG_FILE, run.history)
+        elif run.best is None:
+            state = {k: v.detach().clone() for k, v in run.ema.model.state_dict().items()}
+            run.best = {"val_loss": val["loss"], "epoch": run.epoch, "ema": state}
+        run.batch, run.order = 0, None
+        run.loss_sum, run.loss_count = 0.0, 0
+        self.save()
