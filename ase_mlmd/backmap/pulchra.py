@@ -1,0 +1,206 @@
+"""PULCHRA as a backmapper: a protein's Cα trace in, its heavy atoms out (PyPI ``pulchra``).
+
+PULCHRA (Rotkiewicz & Skolnick 2008; the PyPI package is a Python port) rebuilds the backbone
+and side-chain heavy atoms of a protein from its Cα positions and sequence with rotamer
+statistics; by default it first adjusts the Cα trace (``ca_optimize``: Cα–Cα distances towards
+3.8 Å, moves of at most 0.5 Å), removes clashes (``optimize_xvol``) and fixes D-amino acids
+(``check_chirality``). It is deterministic.
+
+What comes back: PULCHRA builds **heavy atoms only** (backbone N, CA, C, O, the C-terminal
+OXT and the side chains) and no hydrogens. A :class:`PulchraBackmapper` therefore returns
+structures of the molecule's heavy atoms only: ``K`` atoms in the reference atom order, with
+``arrays["reference_index"]`` (K,) giving each atom's index in the full molecule (the
+mapping's atom order). Metrics compare those atoms only (heavy-atom RMSD, heavy-atom bond
+graph, clashes among heavy atoms); hydrogens are not part of the comparison. A heavy atom of
+the reference that PULCHRA does not build (a residue type it does not know) raises a
+:class:`~ase_mlmd.errors.BackmapError` when the backmapper is made.
+
+Atoms are matched by (residue index, atom name); the molecule's atom names and residues come
+from its topology (a PDB file; :meth:`PulchraBackmapper.from_pdb`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from ase_mlmd.backmap.base import check_cg_frames, check_n_samples
+from ase_mlmd.cg.mapping import CGMapping
+from ase_mlmd.errors import BackmapError, MappingError
+
+__all__ = ["PulchraBackmapper", "protein_topology"]
+
+#: residue names of AMBER/CHARMM protonation variants → the standard name PULCHRA knows
+_VARIANTS = {"HIE": "HIS", "HID": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS",
+             "CYX": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}  # fmt: skip
+
+
+def protein_topology(pdb: str | Path) -> tuple[Atoms, list[str], list[str], list[int]]:
+    """Atoms (elements, positions Å, no cell) and per-atom names, residue names and residue
+    indices (0-based, in chain order) of a protein PDB file, read with OpenMM's PDB reader
+    (elements from the element column)."""
+    from openmm import app, unit
+
+    pdb_file = app.PDBFile(str(pdb))
+    top = pdb_file.topology
+    atoms = Atoms(
+        numbers=[a.element.atomic_number for a in top.atoms()],
+        positions=pdb_file.getPositions(asNumpy=True).value_in_unit(unit.angstrom),
+    )
+    names = [a.name for a in top.atoms()]
+    residue_names = [a.residue.name for a in top.atoms()]
+    residue_index = [a.residue.index for a in top.atoms()]
+    return atoms, names, residue_names, residue_index
+
+
+class PulchraBackmapper:
+    """Cα trace → protein heavy atoms with PULCHRA (module docstring).
+
+    Args:
+        mapping: the Cα mapping of the molecule (one bead per residue, on its CA atom, in
+            chain order; e.g. :func:`ase_mlmd.cg.builders.alpha_carbon`).
+        atom_names: (n_atoms,) atom names in the mapping's atom order (N, CA, CB, ...).
+        residue_names: (n_atoms,) three-letter residue names.
+        residue_index: (n_atoms,) residue of each atom, 0-based in chain order.
+        **options: options of ``pulchra.Pulchra`` (e.g. ``ca_optimize=False``).
+
+    Raises:
+        BackmapError: a mapping whose beads are not the CA atoms, one per residue in order,
+            or heavy atoms PULCHRA does not build.
+    """
+
+    def __init__(
+        self,
+        mapping: CGMapping,
+        atom_names: Sequence[str],
+        residue_names: Sequence[str],
+        residue_index: Sequence[int],
+        **options,
+    ) -> None:
+        import pulchra
+        from pulchra.core.constants import AA_NAMES, SHORT_AA_NAMES
+
+        n = mapping.n_atoms
+        if not len(atom_names) == len(residue_names) == len(residue_index) == n:
+            raise BackmapError(
+                f"atom names, residue names and residue indices must have one entry per atom "
+                f"of the mapping ({n}); got {len(atom_names)}, {len(residue_names)}, "
+                f"{len(residue_index)}"
+            )
+        self.mapping = mapping
+        self.names = [str(a).strip() for a in atom_names]
+        self.residue_index = np.asarray(residue_index, dtype=int)
+        residues = sorted(set(self.residue_index.tolist()))
+        ca = [int(m[0]) for m in mapping.members]
+        ca_residues = [int(self.residue_index[i]) for i in ca]
+        if (
+            any(len(m) != 1 for m in mapping.members)
+            or any(self.names[i] != "CA" for i in ca)
+            or ca_residues != residues
+        ):
+            raise BackmapError(
+                "PULCHRA backmaps Cα traces: the mapping must have one bead per residue on its "
+                "CA atom, in chain order (build it with ase_mlmd.cg.builders.alpha_carbon or "
+                "`ase-mlmd cg map --scheme ca`)"
+            )
+        letters = dict(zip(AA_NAMES, SHORT_AA_NAMES, strict=False))
+        sequence = []
+        for i in ca:
+            name = _VARIANTS.get(str(residue_names[i]).strip(), str(residue_names[i]).strip())
+            if name not in letters or name == "UNK":
+                raise BackmapError(f"PULCHRA does not know residue {residue_names[i]!r}")
+            sequence.append(letters[name])
+        self.sequence = "".join(sequence)
+        self._residue_position = {r: k for k, r in enumerate(residues)}
+        self._pulchra = pulchra.Pulchra(**options)
+        self.heavy = np.flatnonzero(mapping.numbers > 1)
+        self._key = {(self._residue_position[int(self.residue_index[i])], self.names[i]): i
+                     for i in self.heavy}  # fmt: skip
+        built = {self._key[k] for k in self._build_keys(self._probe_trace())}
+        missing = sorted(set(self.heavy.tolist()) - built)
+        if missing:
+            i = missing[0]
+            raise BackmapError(
+                f"PULCHRA does not build {len(missing)} heavy atom(s) of this molecule, e.g. "
+                f"{self.names[i]} of residue {residue_names[i]}{self.residue_index[i]}"
+            )
+
+    @classmethod
+    def from_pdb(cls, pdb: str | Path, mapping: CGMapping | None = None, **options):
+        """The backmapper of the protein in ``pdb`` (its Cα mapping built from the file's CA
+        atoms unless ``mapping`` is given; atom names and residues from the file)."""
+        from ase_mlmd.cg.builders import alpha_carbon
+
+        atoms, names, residue_names, residue_index = protein_topology(pdb)
+        if mapping is None:
+            mapping = alpha_carbon(atoms, names=names, residue_names=residue_names)
+        elif mapping.n_atoms != len(atoms) or not np.array_equal(mapping.numbers, atoms.numbers):
+            raise MappingError(
+                f"the mapping is for {mapping.n_atoms} atoms but {pdb} has {len(atoms)} (or "
+                "other elements/order); give the PDB of the mapped molecule"
+            )
+        return cls(mapping, names, residue_names, residue_index, **options)
+
+    @property
+    def topology(self) -> CGMapping:
+        """The Cα mapping (the molecule's elements, atom order and bonds)."""
+        return self.mapping
+
+    def _probe_trace(self) -> np.ndarray:
+        """A straight Cα trace (n_residues, 3), 3.8 Å apart, used to list what PULCHRA builds."""
+        return (
+            np.outer(np.arange(self.mapping.n_beads), [3.8, 0.0, 0.0])
+            + np.array([[0.0, 0.3, 0.0], [0.0, -0.3, 0.0]] * self.mapping.n_beads)[
+                : self.mapping.n_beads
+            ]
+        )
+
+    def _build(self, ca: np.ndarray) -> list[tuple[tuple[int, str], np.ndarray]]:
+        with warnings.catch_warnings():  # scipy's align_vectors warns on collinear frames
+            warnings.simplefilter("ignore", UserWarning)
+            molecule = self._pulchra.reconstruct_coords(np.asarray(ca, float), self.sequence)
+        return [
+            ((k, atom.name.strip()), np.asarray(atom.coords, dtype=float))
+            for k, residue in enumerate(molecule.residues)
+            for atom in residue.atoms
+        ]
+
+    def _build_keys(self, ca: np.ndarray) -> list[tuple[int, str]]:
+        return [key for key, _ in self._build(ca) if key in self._key]
+
+    def heavy_positions(self, cg: Atoms | Sequence[Atoms]) -> np.ndarray:
+        """Heavy-atom positions (F, n_heavy, 3) Å, in the order of :attr:`heavy`."""
+        beads = check_cg_frames(cg, self.mapping)
+        slot = {int(i): k for k, i in enumerate(self.heavy)}
+        out = np.empty((len(beads), len(self.heavy), 3))
+        for f, ca in enumerate(beads):
+            for key, x in self._build(ca):
+                if key in self._key:
+                    out[f, slot[self._key[key]]] = x
+        return out
+
+    def _atoms(self, x: np.ndarray, **info) -> Atoms:
+        atoms = Atoms(numbers=self.mapping.numbers[self.heavy], positions=x)
+        atoms.arrays["reference_index"] = self.heavy.copy()
+        atoms.info.update(info)
+        return atoms
+
+    def reconstruct(self, cg: Atoms | Sequence[Atoms]) -> list[Atoms]:
+        """One heavy-atom structure per Cα frame (``arrays["reference_index"]``; info
+        ``cg_frame``)."""
+        return [self._atoms(x, cg_frame=k) for k, x in enumerate(self.heavy_positions(cg))]
+
+    def sample(
+        self, cg: Atoms | Sequence[Atoms], n_samples: int, seed: int = 0
+    ) -> list[list[Atoms]]:
+        """``n_samples`` identical copies per frame (PULCHRA is deterministic; ``seed`` is
+        unused)."""
+        n = check_n_samples(n_samples)
+        return [
+            [self._atoms(x, cg_frame=k, sample=s) for s in range(n)]
+            for k, x in enumerate(self.heavy_positions(cg))
+        ]
