@@ -145,13 +145,18 @@ class CGVAE(nn.Module):
     def decode(self, cg: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """All-atom positions (B, N, 3) Å from cg (B, n, 3) and latents z (B, n, latent);
         ``W x = cg`` holds exactly (re-centring, module docstring)."""
+        return cg[:, self.assignment] + self.decode_offsets(cg, z)
+
+    def decode_offsets(self, cg: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Re-centred atom offsets ``x_i − X_a(i)`` (B, N, 3) Å: for every bead
+        ``Σ_i W_Ii (x_i − X_a(i)) = 0`` (up to rounding of the offsets alone)."""
         s, v = self._zeros(cg, self.n_beads)
         s, v = self.decoder(s + self.decoder_beads.weight + self.latent_in(z), v, cg)
         owner = self.assignment
         coefficients = self.coefficients(s[:, owner] * self.decoder_atoms.weight)  # (B, N, F)
         offsets = torch.einsum("bif,bixf->bix", coefficients, v[:, owner])
         bead_shift = torch.einsum("ni,bix->bnx", self.weights.to(cg.dtype), offsets)
-        return cg[:, owner] + offsets - bead_shift[:, owner]
+        return offsets - bead_shift[:, owner]
 
     # -- training -------------------------------------------------------------------------
     def loss(
@@ -214,9 +219,21 @@ class CGVAEBackmapper:
     def topology(self) -> CGMapping:
         return self.mapping
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's precision (float32 as trained; ``model.double()`` for float64)."""
+        return next(self.model.parameters()).dtype
+
     def _chunks(self, cg: np.ndarray):
         for start in range(0, len(cg), self.batch_size):
-            yield start, torch.as_tensor(cg[start : start + self.batch_size], dtype=torch.float32)
+            beads = np.asarray(cg[start : start + self.batch_size], dtype=float)
+            yield start, beads, torch.as_tensor(beads, dtype=self.dtype)
+
+    def _decode(self, beads: np.ndarray, chunk: torch.Tensor, z: torch.Tensor) -> np.ndarray:
+        """Positions (B, N, 3) Å, float64: the bead positions as given (float64) plus the
+        re-centred offsets, so that ``W x`` reproduces the CG input to float64 rounding."""
+        offsets = self.model.decode_offsets(chunk, z).double().numpy()
+        return beads[:, self.model.assignment.numpy()] + offsets
 
     @torch.no_grad()
     def sample(
@@ -227,11 +244,11 @@ class CGVAEBackmapper:
         positions = check_cg_frames(cg, self.mapping)
         generator = torch.Generator().manual_seed(int(seed))
         out: list[list[Atoms]] = [[] for _ in range(len(positions))]
-        for start, chunk in self._chunks(positions):
+        for start, beads, chunk in self._chunks(positions):
             mu, logvar = self.model.prior_of(chunk)
             for k in range(n_samples):
-                eps = torch.randn(mu.shape, generator=generator)
-                x = self.model.decode(chunk, mu + torch.exp(0.5 * logvar) * eps).double().numpy()
+                eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+                x = self._decode(beads, chunk, mu + torch.exp(0.5 * logvar) * eps)
                 for j, frame in enumerate(x):
                     out[start + j].append(
                         aa_atoms(frame, self.mapping, cg_frame=start + j, sample=k)
@@ -243,8 +260,8 @@ class CGVAEBackmapper:
         """Per CG frame, the structure decoded from the prior mean (deterministic)."""
         positions = check_cg_frames(cg, self.mapping)
         out = []
-        for start, chunk in self._chunks(positions):
-            x = self.model.decode(chunk, self.model.prior_of(chunk)[0]).double().numpy()
+        for start, beads, chunk in self._chunks(positions):
+            x = self._decode(beads, chunk, self.model.prior_of(chunk)[0])
             out += [aa_atoms(f, self.mapping, cg_frame=start + j) for j, f in enumerate(x)]
         return out
 
@@ -253,7 +270,7 @@ class CGVAEBackmapper:
         """(F, N, 3) Å decoded from the posterior mean of q(z | x, X): the VAE reconstruction
         that CGVAE's RMSD_recon measures. cg (F, n, 3), aa (F, N, 3) Å."""
         out = []
-        for start, chunk in self._chunks(np.asarray(cg)):
-            ref = torch.as_tensor(aa[start : start + len(chunk)], dtype=torch.float32)
-            out.append(self.model.decode(chunk, self.model.encode(chunk, ref)[0]).double().numpy())
+        for start, beads, chunk in self._chunks(np.asarray(cg)):
+            ref = torch.as_tensor(aa[start : start + len(chunk)], dtype=self.dtype)
+            out.append(self._decode(beads, chunk, self.model.encode(chunk, ref)[0]))
         return np.concatenate(out)

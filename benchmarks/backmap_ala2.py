@@ -1,0 +1,249 @@
+"""Acceptance 4a of issue 14: CGVAE vs the linear baseline on alanine dipeptide, N = 3 … 12
+beads, Girvan–Newman and learned (Autograin) mappings, beside the anchor table of METRICS §4.
+
+Data: all-atom OpenMM frames (implicit solvent, 300 K, 1 ps apart, time-ordered; BENCHMARKS
+5a "ala2_aa"), split time-ordered 0.8 / 0.1 / 0.1: the CGVAE trains on the first 80 %,
+early-stops on the next 10 %; every metric is on the last 10 % (test). Learned mappings are fitted
+by Autograin on the training frames only. The linear baseline is the least-squares decoder
+(:class:`~ase_mlmd.backmap.linear.LinearBackmapper`) on the same training frames.
+
+Metrics (:func:`ase_mlmd.backmap.metrics.backmap_metrics`, METRICS §4):
+
+* RMSD_recon (heavy, all): CGVAE decoded from the posterior mean q(z | x, X) — the VAE
+  reconstruction CGVAE's table reports — and, beside it, decoded from the prior mean p(z | X)
+  (what a user with CG coordinates alone gets); linear: its reconstruction;
+* graph-edit ratio (absolute; the signed form beside it), validity, RMSD_sample (heavy, valid
+  samples), clash ratio (non-bonded pair > 3 bonds apart closer than 0.8 × the sum of vdW radii):
+  over ``--samples`` prior samples per test frame (linear: its reconstruction).
+
+Each (scheme, N) writes ``OUT/results/SCHEME_N.json`` and is skipped when that exists; models
+go to ``--models``. ``--report`` only (re)writes ``OUT/results.md`` and ``OUT/backmap_ala2.png``.
+
+Usage (1 thread, the machine is shared)::
+
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/backmap_ala2.py --max-time 240 \\
+        > out/backmap/bench.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "out" / "cg_data" / "ala2_aa_3ns.extxyz"
+OUT = ROOT / "benchmarks" / "backmap_runs" / "ala2"
+MODELS = ROOT / "out" / "backmap" / "ala2"
+BEADS = (3, 4, 5, 6, 8, 10, 12)
+#: METRICS §4 anchor (CGVAE repository draft table), Å / ratio, by N
+ANCHOR = {
+    "linear": {
+        "rmsd_heavy": (0.941, 0.812, 0.483, 0.384, 0.296, 0.127, 0.148),
+        "rmsd_all": (1.125, 1.022, 0.585, 0.541, 0.439, 0.361, 0.275),
+        "ged_heavy": (1.22, 0.99, 0.410, 0.195, 0.123, 0.010, 0.037),
+    },
+    "cgvae": {
+        "rmsd_heavy": (0.21, 0.115, 0.145, 0.110, 0.080, 0.068, 0.063),
+        "rmsd_all": (0.530, 0.128, 0.160, 0.119, 0.090, 0.080, 0.071),
+        "rmsd_sample_heavy": (0.213, 0.198, 0.146, 0.108, 0.058, 0.043, 0.039),
+        "ged_heavy": (0.002, 0.002, 0.001, 0.0, 0.0, 0.0, 0.0),
+        "ged_all": (0.042, 0.01, 0.01, 0.004, 0.005, 0.001, 0.0),
+    },
+}
+
+
+def build_mapping(scheme: str, n: int, frames, train, seconds: float):
+    from ase_mlmd.cg.autograin import AutograinConfig, autograin
+    from ase_mlmd.cg.builders import girvan_newman
+
+    if scheme == "girvan-newman":
+        return girvan_newman(frames[0], n), {}
+    config = AutograinConfig(n_beads=n, rho=0.1, epochs=100, seed=0, max_time=seconds)
+    result = autograin([frames[i] for i in train], config, progress=False)
+    info = {"autograin_rmsd_A": result.reconstruction_rmsd, "autograin_stop": result.stop_reason}
+    return result.mapping, info
+
+
+def run_one(scheme: str, n: int, frames, args) -> dict:
+    from ase_mlmd.backmap.cgvae import CGVAEHyper
+    from ase_mlmd.backmap.linear import LinearBackmapper
+    from ase_mlmd.backmap.metrics import backmap_metrics
+    from ase_mlmd.backmap.pairs import BackmapPairs
+    from ase_mlmd.backmap.train import BackmapTrainConfig, train_backmapper
+    from ase_mlmd.data.splits import split_indices
+
+    tick = time.monotonic()
+    split = split_indices(len(frames), (0.8, 0.1, 0.1), ordered=True)
+    mapping, info = build_mapping(scheme, n, frames, split.train, args.autograin_time)
+    info["mapping_s"] = time.monotonic() - tick
+    (MODELS / f"{scheme}_{n}").mkdir(parents=True, exist_ok=True)
+    mapping.to_json(MODELS / f"{scheme}_{n}" / "map.json")
+    hyper = CGVAEHyper(features=args.features, beta=args.beta, gamma=args.gamma)
+    config = BackmapTrainConfig(hyper=hyper, centre="geometry", max_time=args.max_time,
+                                batch_size=args.batch_size, lr=args.lr)  # fmt: skip
+    result = train_backmapper(frames, mapping, MODELS / f"{scheme}_{n}", config,
+                              progress=False, command="benchmarks/backmap_ala2.py")  # fmt: skip
+    pairs = BackmapPairs.from_frames(frames, mapping, centre="geometry")
+    test = np.asarray(split.test)
+    ref = pairs.aa[test]
+    cg_atoms = [pairs.cg_atoms(i) for i in test]
+    model = result.backmapper
+    numbers, bonds = pairs.numbers, pairs.bonds
+
+    def positions(structures):
+        return np.stack([a.positions for a in structures])
+
+    auto = model.autoencode(pairs.cg[test], ref)[:, None]
+    prior_mean = positions(model.reconstruct(cg_atoms))[:, None]
+    samples = np.stack([positions(s) for s in model.sample(cg_atoms, args.samples, seed=1)])
+    linear = LinearBackmapper.fit(pairs.subset(split.train))
+    lin = linear.positions(cg_atoms)[:, None]
+    row = {
+        "scheme": scheme, "n_beads": n, **info,
+        "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
+                  "wall_time_s": result.wall_time_s, "stop_reason": result.stop_reason},
+        "cgvae_autoencode": backmap_metrics(ref, auto, numbers, bonds),
+        "cgvae_prior_mean": backmap_metrics(ref, prior_mean, numbers, bonds),
+        "cgvae_samples": backmap_metrics(ref, samples, numbers, bonds),
+        "linear": backmap_metrics(ref, lin, numbers, bonds),
+        "total_s": time.monotonic() - tick,
+    }  # fmt: skip
+    return row
+
+
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    return f"{x:.3f}"
+
+
+def report(out: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
+    lines = [
+        "# Backmapping alanine dipeptide: CGVAE vs linear (issue 14, acceptance 4a)",
+        "",
+        "Test = last 10 % of the time-ordered frames. RMSD in Å (unaligned), graph-edit ratio "
+        "absolute (signed in brackets), clash: pair > 3 bonds apart closer than 0.8 × Σ r_vdW. "
+        "CGVAE recon = decoded from the posterior mean (CGVAE's RMSD_recon); prior-mean = "
+        "decoded from p(z | CG) mean (CG alone); samples = prior samples. Anchor = METRICS §4.",
+        "",
+        "| scheme | N | epochs (s) | heavy recon CGVAE / anchor | heavy prior-mean | heavy "
+        "linear / anchor | all recon CGVAE / anchor | all linear | graph-edit heavy CGVAE "
+        "samples / anchor | ged heavy linear | ged all CGVAE | validity heavy | RMSD_sample "
+        "heavy / anchor | clash CGVAE | clash linear | clash ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["scheme"] != "girvan-newman", r["n_beads"])):
+        k = BEADS.index(r["n_beads"]) if r["n_beads"] in BEADS else None
+        a = {m: {key: (v[k] if k is not None else None) for key, v in d.items()}
+             for m, d in ANCHOR.items()}  # fmt: skip
+        au, pm, s, li = (r[key] for key in ("cgvae_autoencode", "cgvae_prior_mean",
+                                            "cgvae_samples", "linear"))  # fmt: skip
+        t = r["train"]
+        lines.append(
+            f"| {r['scheme']} | {r['n_beads']} | {t['epochs']} ({t['wall_time_s']:.0f}) | "
+            f"{_fmt(au['rmsd_heavy'])} / {_fmt(a['cgvae']['rmsd_heavy'])} | "
+            f"{_fmt(pm['rmsd_heavy'])} | {_fmt(li['rmsd_heavy'])} / "
+            f"{_fmt(a['linear']['rmsd_heavy'])} | {_fmt(au['rmsd_all'])} / "
+            f"{_fmt(a['cgvae']['rmsd_all'])} | {_fmt(li['rmsd_all'])} | "
+            f"{_fmt(s['ged_heavy'])} ({_fmt(s['ged_signed_heavy'])}) / "
+            f"{_fmt(a['cgvae']['ged_heavy'])} | {_fmt(li['ged_heavy'])} | "
+            f"{_fmt(s['ged_all'])} | {_fmt(s['validity_heavy'])} | "
+            f"{_fmt(s['rmsd_sample_heavy'])} / {_fmt(a['cgvae']['rmsd_sample_heavy'])} | "
+            f"{_fmt(s['clash_ratio'])} | {_fmt(li['clash_ratio'])} | "
+            f"{_fmt(s['clash_ratio_reference'])} |"
+        )
+    lines += ["", "Goal (per N): heavy RMSD_recon ≤ anchor CGVAE, graph-edit heavy ≤ anchor "
+              "CGVAE, clash ratio < linear.", ""]  # fmt: skip
+    for r in sorted(rows, key=lambda r: (r["scheme"], r["n_beads"])):
+        k = BEADS.index(r["n_beads"])
+        au, s, li = r["cgvae_autoencode"], r["cgvae_samples"], r["linear"]
+        goals = {
+            "rmsd": au["rmsd_heavy"] <= ANCHOR["cgvae"]["rmsd_heavy"][k],
+            "ged": s["ged_heavy"] <= ANCHOR["cgvae"]["ged_heavy"][k],
+            "clash": s["clash_ratio"] < li["clash_ratio"],
+        }
+        text = ", ".join(f"{g} {'met' if ok else 'NOT met'}" for g, ok in goals.items())
+        lines.append(f"- {r['scheme']} N={r['n_beads']}: {text}")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    _plot(rows, out / "backmap_ala2.png")
+
+
+def _plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("rmsd_heavy", "cgvae_autoencode", "RMSD_recon heavy (Å)"),
+              ("ged_heavy", "cgvae_samples", "graph-edit ratio heavy"),
+              ("clash_ratio", "cgvae_samples", "clash ratio"))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, (metric, source, label) in zip(axes, panels, strict=True):
+        for scheme, style in (("girvan-newman", "o-"), ("learned", "s--")):
+            part = sorted((r for r in rows if r["scheme"] == scheme), key=lambda r: r["n_beads"])
+            if not part:
+                continue
+            ns = [r["n_beads"] for r in part]
+            ax.plot(ns, [r[source][metric] for r in part], style, label=f"CGVAE {scheme}")
+            ax.plot(ns, [r["linear"][metric] for r in part], style, alpha=0.5,
+                    label=f"linear {scheme}")  # fmt: skip
+        for model in ("cgvae", "linear"):
+            if metric in ANCHOR[model]:
+                ax.plot(BEADS, ANCHOR[model][metric], "k:" if model == "cgvae" else "k-.",
+                        label=f"anchor {model}")  # fmt: skip
+        ax.set_xlabel("N beads")
+        ax.set_ylabel(label)
+        ax.set_yscale("symlog", linthresh=1e-2)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--beads", default=",".join(map(str, BEADS)))
+    parser.add_argument("--schemes", default="girvan-newman,learned")
+    parser.add_argument("--max-time", type=float, default=240.0, help="CGVAE training, s")
+    parser.add_argument("--autograin-time", type=float, default=60.0)
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--beta", type=float, default=0.01)
+    parser.add_argument("--gamma", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--report", action="store_true", help="only write the report")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args()
+    out = Path(args.out)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        from ase_mlmd.cg.frames import read_trajectory
+        from ase_mlmd.fileio import atomic_write_text
+
+        torch.set_num_threads(1)
+        frames = read_trajectory(args.data)
+        for scheme in args.schemes.split(","):
+            for n in map(int, args.beads.split(",")):
+                target = out / "results" / f"{scheme}_{n}.json"
+                if target.exists():
+                    continue
+                print(f"[{time.strftime('%H:%M:%S')}] {scheme} N={n}", flush=True)
+                row = run_one(scheme, n, frames, args)
+                atomic_write_text(target, json.dumps(row, indent=1) + "\n")
+                au, s, li = row["cgvae_autoencode"], row["cgvae_samples"], row["linear"]
+                print(f"  heavy recon {au['rmsd_heavy']:.3f} linear {li['rmsd_heavy']:.3f} "
+                      f"ged {s['ged_heavy']:.3f} clash {s['clash_ratio']:.3f}/"
+                      f"{li['clash_ratio']:.3f} ({row['total_s']:.0f} s)", flush=True)  # fmt: skip
+                report(out)
+    report(out)
+
+
+if __name__ == "__main__":
+    main()
