@@ -174,11 +174,12 @@ class ModelRunner:
         for axis, (p, width) in enumerate(zip(grid, sub, strict=True)):
             if p > 1 and width < self.model.cutoff:
                 most = max(1, int((hi - lo)[axis] // self.model.cutoff))
+                ranks = f"{most} rank{'s' if most > 1 else ''} along {'xyz'[axis]}"
                 raise LammpsInputError(
                     f"{self.comm.Get_size()} MPI ranks split the box {grid[0]}x{grid[1]}x"
                     f"{grid[2]}, so each rank's subdomain is {width:.3g} Å wide along "
                     f"{'xyz'[axis]}, less than the model's cutoff {self.model.cutoff:g} Å: use at "
-                    f"most {most} ranks along {'xyz'[axis]} (fewer mpirun -np, or `processors`), "
+                    f"most {ranks} (fewer mpirun -np, or `processors`), "
                     "or a larger box"
                 )
         ghost = self.model.ghost_cutoff + self.skin
