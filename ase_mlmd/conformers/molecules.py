@@ -56,6 +56,7 @@ __all__ = [
     "rotatable_bond_count",
     "select_molecules",
     "split_molecules",
+    "with_positions",
 ]
 
 #: default FreeSolv selection: at most this many heavy atoms ...
@@ -185,6 +186,17 @@ def _mol_from_mapped(text: str) -> Chem.Mol:
         atom.SetAtomMapNum(0)
     Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
     return mol
+
+
+def with_positions(mol: Chem.Mol, positions: np.ndarray) -> Chem.Mol:
+    """A copy of ``mol`` with one conformer at ``positions`` [n_atoms, 3] (Å)."""
+    out = Chem.Mol(mol)
+    out.RemoveAllConformers()
+    conf = Chem.Conformer(out.GetNumAtoms())
+    for i, p in enumerate(np.asarray(positions, dtype=float)):
+        conf.SetAtomPosition(i, [float(v) for v in p])
+    out.AddConformer(conf, assignId=True)
+    return out
 
 
 def mol_to_atoms(
