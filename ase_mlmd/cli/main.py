@@ -22,6 +22,7 @@ COMMANDS = [
     ("label", "ase_mlmd.cli.label"),
     ("diffsim", "ase_mlmd.cli.diffsim"),
     ("cg", "ase_mlmd.cli.cg"),
+    ("conformers", "ase_mlmd.cli.conformers"),
     ("export", "ase_mlmd.cli.export"),
     ("backmap", "ase_mlmd.cli.backmap"),
     ("info", "ase.cli.info"),
