@@ -149,3 +149,8 @@ class PhononSupercellError(MLMDError, ValueError):
     """A finite-displacement phonon supercell is too small for the calculator's interaction
     range: a displaced atom would feel its own periodic images, which aliases the force
     constants. The message gives the supercell widths, the cutoff and the repeat to use."""
+
+
+class ConformerRequestError(MLMDError, ValueError):
+    """A conformer request cannot be met: a count n <= 0, an unknown generation method, a
+    method that needs a model that was not given, or no conformer could be made."""
