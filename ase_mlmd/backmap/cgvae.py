@@ -4,9 +4,10 @@ from CG coordinates (after Wang, Xu, Cai, Gómez-Bombarelli, ICML 2022; METRICS.
 For one molecule with ``N`` atoms and a mapping of ``n`` beads (weights ``W``, atom → bead
 ``a(i)`` from :func:`~ase_mlmd.backmap.pairs.assignment_of`):
 
-- encoder q(z | x, X): equivariant message passing (:mod:`ase_mlmd.backmap.cgvae_layers`) over
-  the joint point set of atoms and beads; the invariant features of each bead, with the mean of
-  its atoms' features, give the mean and log-variance of a latent ``z_I`` (``latent`` numbers);
+- encoder q(z | x, X): equivariant message passing (:mod:`ase_mlmd.backmap.cgvae_layers`):
+  every bead gathers messages from every atom (atom → bead vectors, learned atom embeddings),
+  then beads exchange messages; the invariant features of each bead give the mean and
+  log-variance of its latent ``z_I`` (``latent`` numbers);
 - prior p(z | X): the same kind of network over the beads alone;
 - decoder: equivariant message passing over the beads, bead features seeded with ``z``; atom
   ``i`` gets the offset ``d_i = Σ_c k_ic V_{a(i)c}`` (``V`` the bead's vector channels,
@@ -30,7 +31,7 @@ from ase import Atoms
 from torch import nn
 
 from ase_mlmd.backmap.base import aa_atoms, check_cg_frames, check_n_samples
-from ase_mlmd.backmap.cgvae_layers import EquivariantStack, gaussian_kl, mlp
+from ase_mlmd.backmap.cgvae_layers import EquivariantLayer, EquivariantStack, gaussian_kl, mlp
 from ase_mlmd.backmap.pairs import assignment_of
 from ase_mlmd.cg.mapping import CGMapping
 
@@ -109,10 +110,11 @@ class CGVAE(nn.Module):
         self.decoder_beads = nn.Embedding(n_beads, f)
         self.decoder_atoms = nn.Embedding(n_atoms, f)
         stack = {"n_rbf": hyper.n_rbf, "cutoff": hyper.cutoff}
+        self.gather = EquivariantLayer(f, **stack)
         self.encoder = EquivariantStack(f, hyper.encoder_layers, **stack)
         self.prior = EquivariantStack(f, hyper.prior_layers, **stack)
         self.decoder = EquivariantStack(f, hyper.decoder_layers, **stack)
-        self.encoder_head = mlp(2 * f, f, 2 * z)
+        self.encoder_head = mlp(f, f, 2 * z)
         self.prior_head = mlp(f, f, 2 * z)
         self.latent_in = nn.Linear(z, f)
         self.coefficients = mlp(f, f, f)
@@ -123,16 +125,15 @@ class CGVAE(nn.Module):
         return cg.new_zeros(cg.shape[0], n, f), cg.new_zeros(cg.shape[0], n, 3, f)
 
     def encode(self, cg: torch.Tensor, aa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z | x, X): mean and log-variance (B, n, latent) from cg (B, n, 3), aa (B, N, 3)."""
-        s, v = self._zeros(cg, self.n_atoms + self.n_beads)
-        s = s + torch.cat([self.atom_embedding.weight, self.encoder_beads.weight])
-        s, v = self.encoder(s, v, torch.cat([aa, cg], dim=1))
-        atoms, beads = s[:, : self.n_atoms], s[:, self.n_atoms :]
-        count = torch.zeros(self.n_beads, dtype=s.dtype, device=s.device)
-        count = count.index_add(0, self.assignment, torch.ones_like(self.assignment, dtype=s.dtype))
-        pooled = beads.new_zeros(beads.shape).index_add(1, self.assignment, atoms)
-        pooled = pooled / count.clamp(min=1).unsqueeze(-1)
-        mu, logvar = self.encoder_head(torch.cat([beads, pooled], -1)).chunk(2, dim=-1)
+        """q(z | x, X): mean and log-variance (B, n, latent) from cg (B, n, 3), aa (B, N, 3):
+        every bead receives messages from every atom (atom embeddings, atom → bead vectors),
+        then the beads pass messages among themselves (``encoder_layers``)."""
+        s, v = self._zeros(cg, self.n_beads)
+        atoms_s, atoms_v = self._zeros(cg, self.n_atoms)
+        senders = (atoms_s + self.atom_embedding.weight, atoms_v, aa)
+        s, v = self.gather(s + self.encoder_beads.weight, v, cg, senders=senders)
+        s, v = self.encoder(s, v, cg)
+        mu, logvar = self.encoder_head(s).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
     def prior_of(self, cg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,8 @@
 Each point carries invariant features ``s`` (B, n, F) and vector features ``v`` (B, n, 3, F).
 A layer (PaiNN-like, Schütt et al. 2021, written here for dense all-pairs graphs) does:
 
-- message: from every other point ``j`` within ``cutoff``, a filter of the distance
+- message: from every other point ``j`` within ``cutoff`` (or from every point of another set:
+  atoms → beads), a filter of the distance
   ``W(rbf(d_ij)) · f_cut(d_ij)`` times ``φ(s_j)`` splits into ``a, b, c`` (B, n, n, F):
   ``Δs_i = Σ_j a_ij``, ``Δv_i = Σ_j b_ij v_j + c_ij û_ij`` (``û_ij`` the unit vector i → j);
 - update: ``U v, V v`` (channel mixing, no bias), ``Δv = a_vv U v + U v × V v``,
@@ -56,21 +57,30 @@ class EquivariantLayer(nn.Module):
         self.n_features = f
 
     def forward(
-        self, s: torch.Tensor, v: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        s: torch.Tensor,
+        v: torch.Tensor,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        senders: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """s (B, n, F), v (B, n, 3, F), x (B, n, 3) Å; ``mask`` (n, n) bool: pairs that talk
-        (default: all i ≠ j). Returns the updated (s, v)."""
+        """s (B, n, F), v (B, n, 3, F), x (B, n, 3) Å of the receiving points; ``senders``
+        (s', v', x') of another point set (B, m, ...) whose messages they receive instead of
+        each other's; ``mask`` (n, m) bool: pairs that talk (default: all, i ≠ j within one
+        set). Returns the updated (s, v) of the receivers."""
         f = self.n_features
-        r = x.unsqueeze(1) - x.unsqueeze(2)  # r[b, i, j] = x_j - x_i
+        s_in, v_in, x_in = (s, v, x) if senders is None else senders
+        r = x_in.unsqueeze(1) - x.unsqueeze(2)  # r[b, i, j] = x'_j - x_i
         d = torch.sqrt((r * r).sum(-1) + 1e-12)
-        n = x.shape[1]
-        if mask is None:
-            mask = ~torch.eye(n, dtype=torch.bool, device=x.device)
+        if mask is None and senders is None:
+            mask = ~torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
         u = r / d.unsqueeze(-1)
-        w = self.filter(self.rbf(d)) * mask.unsqueeze(-1).to(s.dtype)  # (B, n, n, 3F)
-        a, b, c = (w * self.phi(s).unsqueeze(1)).split(f, dim=-1)
+        w = self.filter(self.rbf(d))  # (B, n, m, 3F)
+        if mask is not None:
+            w = w * mask.unsqueeze(-1).to(s.dtype)
+        a, b, c = (w * self.phi(s_in).unsqueeze(1)).split(f, dim=-1)
         s = s + a.sum(2)
-        v = v + torch.einsum("bijf,bjxf->bixf", b, v) + torch.einsum("bijf,bijx->bixf", c, u)
+        v = v + torch.einsum("bijf,bjxf->bixf", b, v_in) + torch.einsum("bijf,bijx->bixf", c, u)
         uv, vv = self.mix(v).split(f, dim=-1)
         norm = torch.sqrt((vv * vv).sum(-2) + 1e-8)
         a_vv, a_sv, a_ss = self.update_mlp(torch.cat([s, norm], dim=-1)).split(f, dim=-1)
