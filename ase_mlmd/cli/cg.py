@@ -18,12 +18,13 @@ class CLICommand:
 
     @staticmethod
     def add_arguments(parser) -> None:
-        from ase_mlmd.cli import cg_fit, cg_map
+        from ase_mlmd.cli import cg_fit, cg_loop, cg_map
 
-        sub = parser.add_subparsers(dest="action", metavar="{map,autograin,fit,eval}")
+        sub = parser.add_subparsers(dest="action", metavar="{map,autograin,fit,eval,loop}")
         sub.required = True
         cg_map.add_subcommands(sub)
         cg_fit.add_subcommands(sub)
+        cg_loop.add_subcommands(sub)
 
     @staticmethod
     def run(args, parser) -> None:
