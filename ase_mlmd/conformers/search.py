@@ -116,8 +116,8 @@ def conformer_search(
     mol: Chem.Mol,
     calc: BaseCalculator,
     *,
-    max_gradients: int = 1500,
-    patience: int = 8,
+    max_gradients: int = 600,
+    patience: int = 6,
     rmsd: float = 0.25,
     window: float = 6.0,
     fmax: float = 0.05,
@@ -133,7 +133,8 @@ def conformer_search(
     Args:
         mol: the molecule; atom order of the result = its atom order.
         calc: an ASE calculator (e.g. ``reference_calculator("gfn2-xtb")``).
-        max_gradients: budget of calculator calls.
+        max_gradients: budget of calculator calls of the search loop (the final quench of
+            the kept conformers, at most 100 steps each, comes on top).
         patience: stop after this many quenches in a row without a new conformer.
         rmsd: duplicate threshold, heavy atoms, Å.
         window: energy window above the lowest conformer, kcal/mol.
@@ -233,7 +234,7 @@ def conformer_search(
     pos_final, e_final = [], []
     for k in candidates:
         atoms.positions = found_pos[k]
-        energy, ncalls, ok = quench(atoms, fmax)
+        energy, ncalls, ok = quench(atoms, fmax, steps=100)
         res.n_gradients += ncalls
         res.n_unconverged += int(not ok)
         if graph_preserved(mol, atoms.positions):
