@@ -44,17 +44,25 @@ class CLICommand:
     `ase-mlmd run DIR/card.toml structure.xyz` or `ase-mlmd md structure.xyz --calc
     DIR/card.toml`.
 
+    --devices N --strategy ddp trains on N data-parallel processes (CPU: N processes with
+    gloo; CUDA: N GPUs with NCCL, one process each) on one machine. Each optimiser step uses
+    the same --batch-size frames as a single-process run, split over the processes, so the
+    loss curve is the single-process one; rank 0 validates, logs, checkpoints and writes the
+    card. An interrupted run resumes with the same --devices.
+
     Examples:
 
         ase-mlmd train --data ethanol_ref.extxyz --model nequip --split 0.8,0.1,0.1
             --seed 123 --max-time 10m -o models/ethanol-nequip
         ase-mlmd train --data water_dft --format deepmd --model schnet --split 320,40,40
             -o models/water-schnet
+        ase-mlmd train --data big.extxyz --model nequip --devices 2 --strategy ddp
+            -o models/big
     """
 
     @staticmethod
     def add_arguments(parser) -> None:
-        from ase_mlmd.train.config import DTYPES, MODELS, TrainConfig
+        from ase_mlmd.train.config import DTYPES, MODELS, STRATEGIES, TrainConfig
 
         d = TrainConfig()
         add = parser.add_argument
@@ -85,6 +93,18 @@ class CLICommand:
         add("--hyper", default="", help="architecture, e.g. num_features=32,l_max=2")
         add("--name", default=None, help="the card's name (default: the output folder's name)")
         add("--device", default=d.device, help="cpu, cuda or auto")
+        add(
+            "--devices",
+            type=int,
+            default=d.devices,
+            help="data-parallel processes (CPU) or GPUs (CUDA); default 1",
+        )
+        add(
+            "--strategy",
+            choices=STRATEGIES,
+            default=d.strategy,
+            help="ddp: torch.distributed data parallel (auto: ddp when --devices > 1)",
+        )
         add("--no-resume", action="store_true", help="ignore a checkpoint in the output folder")
         add("--no-progress", action="store_true", help="no progress bars")
         add("-o", "--output", required=True, help="output folder")
@@ -116,6 +136,8 @@ class CLICommand:
                 device=args.device,
                 dtype=args.dtype,
                 name=args.name,
+                devices=args.devices,
+                strategy=args.strategy,
             )
         except ValueError as err:
             if parser is None:
@@ -157,6 +179,8 @@ def command_line(args) -> str:
         value = getattr(args, key, None)
         if value not in (None, ""):
             words += [flag, str(value)]
+    if getattr(args, "devices", 1) != 1 or getattr(args, "strategy", "auto") != "auto":
+        words += ["--devices", str(args.devices), "--strategy", args.strategy]
     if args.ordered_split:
         words.append("--ordered-split")
     if args.no_resume:

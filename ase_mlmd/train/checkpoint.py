@@ -33,7 +33,7 @@ from ase import Atoms
 from ase_mlmd.errors import CheckpointMismatchError
 from ase_mlmd.md.checkpoint import save_checkpoint
 from ase_mlmd.train.batches import frame_labels
-from ase_mlmd.train.config import RESUMABLE_FIELDS, TrainConfig
+from ase_mlmd.train.config import PROCESS_FIELDS, RESUMABLE_FIELDS, TrainConfig
 
 FORMAT = "ase_mlmd.train.checkpoint/1"
 _FRESH = "pass resume=False (CLI: --no-resume) to start afresh, or use another output folder"
@@ -59,7 +59,8 @@ def run_fingerprint(
     still resumes, an edited one does not.
 
     Args:
-        config: the run's configuration; :data:`RESUMABLE_FIELDS` are left out.
+        config: the run's configuration; :data:`RESUMABLE_FIELDS` are left out, and so are
+            :data:`PROCESS_FIELDS` (the world size is checked on its own).
         frames: all frames of the dataset.
         split: the split's indices per part (``{"train": [...], ...}``).
     """
@@ -67,7 +68,7 @@ def run_fingerprint(
     fingerprint = {
         key: json.dumps(value, sort_keys=True)
         for key, value in settings.items()
-        if key not in RESUMABLE_FIELDS and key != "name"
+        if key not in RESUMABLE_FIELDS + PROCESS_FIELDS and key != "name"
     }
     fingerprint["data_sha256"] = data_digest(frames)
     fingerprint["split_indices"] = hashlib.sha256(

@@ -64,6 +64,12 @@ RESUMABLE_FIELDS = (
     "device",
     "checkpoint_every_batches",
 )
+#: how many processes run the training: left out of the checkpoint fingerprint and checked on
+#: their own (a checkpoint records its world size; ``ase_mlmd.train.distributed``)
+PROCESS_FIELDS = ("devices", "strategy")
+#: ``strategy`` values: "auto" (one process for ``devices=1``, else "ddp"), "ddp" (spawned
+#: data-parallel processes, see ``ase_mlmd.train.distributed``)
+STRATEGIES = ("auto", "ddp")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
 _SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0,
@@ -123,6 +129,9 @@ class TrainConfig:
         dtype: "float32" or "float64", the model's precision.
         checkpoint_every_batches: also checkpoint every this many batches within an epoch.
         name: the card's name (None: the output directory's name).
+        devices: training processes (CPU) or GPUs (CUDA, one process each), data-parallel;
+            the global batch stays ``batch_size`` frames, split over the processes.
+        strategy: "auto" or "ddp" (see :data:`STRATEGIES`).
     """
 
     model: str = "nequip"
@@ -147,6 +156,8 @@ class TrainConfig:
     dtype: str = "float32"
     checkpoint_every_batches: int = 20
     name: str | None = None
+    devices: int = 1
+    strategy: str = "auto"
 
     def __post_init__(self) -> None:
         self.max_time = parse_duration(self.max_time)
@@ -169,6 +180,10 @@ class TrainConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key} must be > 0, got {value}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1:
+            raise ValueError(f"devices must be a whole number >= 1, got {self.devices!r}")
         if self.energy_weight < 0 or self.force_weight < 0:
             raise ValueError("energy_weight and force_weight must be >= 0")
         if self.energy_weight + self.force_weight == 0:

@@ -7,6 +7,10 @@ are validated, ReduceLROnPlateau steps on the validation force MAE, the best ave
 are kept, a row goes to ``train_log.csv`` and a checkpoint is written (also every
 ``checkpoint_every_batches`` batches within the epoch). Everything a resumed run needs is in
 :meth:`TrainingState.state`, so resuming repeats exactly what an uninterrupted run would do.
+
+In a data-parallel run every rank runs this loop on its share of each batch; the few places
+where ranks differ go through its :class:`~ase_mlmd.train.distributed.ProcessGroup`
+(sharding, gradient sum, rank 0's decisions and files).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ase_mlmd.progress import progress_bar
 from ase_mlmd.train.batches import GraphDataset
 from ase_mlmd.train.checkpoint import numpy_rng_state, save_train_checkpoint, set_numpy_rng_state
 from ase_mlmd.train.config import TrainConfig
+from ase_mlmd.train.distributed import ProcessGroup
 from ase_mlmd.train.ema import ExponentialMovingAverage
 from ase_mlmd.train.loss import Errors, batch_loss, compute_errors
 
@@ -137,10 +142,12 @@ class EpochLoop:
         checkpoint: Path,
         started: float,
         progress: bool,
+        group: ProcessGroup | None = None,
     ) -> None:
         self.run, self.config, self.sets = run, config, sets
         self.fingerprint, self.checkpoint = fingerprint, Path(checkpoint)
-        self.started, self.progress = started, progress
+        self.group = group or ProcessGroup()
+        self.started, self.progress = started, progress and self.group.is_main
         self.log = self.checkpoint.parent / LOG_FILE
         self.step_time_per_frame: float | None = None  # running mean over recent batches
         self.eval_time_per_frame: float | None = None  # the latest validation
@@ -149,7 +156,10 @@ class EpochLoop:
         return self.run.elapsed_before + (time.monotonic() - self.started)
 
     def save(self) -> None:
-        save_train_checkpoint(self.checkpoint, self.run.state(self.fingerprint, self.elapsed()))
+        """Write the checkpoint (rank 0; it records the number of processes)."""
+        if self.group.is_main:
+            state = self.run.state(self.fingerprint, self.elapsed())
+            save_train_checkpoint(self.checkpoint, {**state, "world_size": self.group.size})
 
     def out_of_time(self) -> bool:
         """True when the time left would not cover one more batch, the epoch's validation, the
@@ -184,7 +194,7 @@ class EpochLoop:
         bar = progress_bar(
             total=config.max_epochs, initial=run.epoch, desc="epochs", disable=not self.progress
         )
-        while (reason := self.stop_reason()) is None:
+        while (reason := self.group.from_main(self.stop_reason)) is None:
             if run.order is None:
                 run.order = _epoch_order(n_train, config.seed, run.epoch)
             chunks = self.sets["train"].batches(run.order, config.batch_size)
@@ -214,16 +224,14 @@ class EpochLoop:
         )
         try:
             while run.batch < len(chunks):
-                if self.out_of_time():
+                if self.group.from_main(self.out_of_time):
                     return True
                 tick = time.monotonic()
-                data = self.sets["train"].collate(chunks[run.batch])
-                loss = batch_loss(run.model, data, config.energy_weight, config.force_weight)
                 run.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = self.group.reduce_gradients(run.model, self.backward(chunks[run.batch]))
                 run.optimizer.step()
                 run.ema.update(run.model)
-                run.loss_sum += float(loss.detach())
+                run.loss_sum += loss
                 run.loss_count += 1
                 run.batch += 1
                 run.steps += 1
@@ -240,12 +248,35 @@ class EpochLoop:
             bar.close()
         return False
 
+    def backward(self, chunk: list[int]) -> float:
+        """Back-propagate this rank's share of the batch ``chunk``; return its loss term (the
+        shares' losses add up to the loss of the whole batch)."""
+        dataset, config = self.sets["train"], self.config
+        mine = self.group.shard(chunk)
+        if not mine:  # a short last batch with fewer frames than processes
+            return 0.0
+        totals = (len(chunk), 3 * int(dataset.n_atoms[chunk].sum()))
+        data = dataset.collate(mine)
+        weights = (config.energy_weight, config.force_weight)
+        loss = batch_loss(self.run.model, data, *weights, totals=totals)
+        loss.backward()
+        return float(loss.detach())
+
+    def validate(self) -> Errors:
+        """The EMA weights' errors on the validation frames (rank 0's, on every rank)."""
+
+        def on_main() -> Errors:
+            tick = time.monotonic()
+            val = compute_errors(self.run.ema.model, self.sets["val"], self.config.batch_size)
+            self.eval_time_per_frame = (time.monotonic() - tick) / max(len(self.sets["val"]), 1)
+            return val
+
+        return self.group.from_main(on_main)
+
     def end_epoch(self) -> None:
         """Validate the EMA weights, step the schedule, keep the best, log and checkpoint."""
-        run, config = self.run, self.config
-        tick = time.monotonic()
-        val: Errors = compute_errors(run.ema.model, self.sets["val"], config.batch_size)
-        self.eval_time_per_frame = (time.monotonic() - tick) / max(len(self.sets["val"]), 1)
+        run = self.run
+        val = self.validate()
         val_force = 1e3 * val.force_mae
         lr = run.optimizer.param_groups[0]["lr"]
         if run.loss_count > 0:
@@ -271,7 +302,8 @@ class EpochLoop:
                     "val_force_mae_meV_per_A": val_force,
                 }
             )
-            _write_log(self.log, run.history)
+            if self.group.is_main:
+                _write_log(self.log, run.history)
         elif run.best is None:  # no batch trained in this process's last epoch
             run.best = {
                 "val_force_mae_meV_per_A": val_force,

@@ -42,20 +42,31 @@ class Errors:
 
 
 def batch_loss(
-    model: torch.nn.Module, data: LabelledBatch, energy_weight: float, force_weight: float
+    model: torch.nn.Module,
+    data: LabelledBatch,
+    energy_weight: float,
+    force_weight: float,
+    totals: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """``energy_weight * MSE(ΔE / n_atoms) + force_weight * MSE(ΔF)`` in eV units (scalar).
 
     Forces are ``-dE/dx`` with the graph kept (``create_graph``), so the loss can be
     differentiated with respect to the weights.
+
+    Args:
+        totals: (frames, force components) the means divide by; default those of ``data``.
+            A data-parallel rank passes the global batch's counts, so that the ranks' losses
+            (and gradients) add up to the loss of the whole batch.
     """
+    n_frames, n_components = totals or (len(data.energy), data.forces.numel())
     wanted = ("energy", "forces") if force_weight > 0 else ("energy",)
     out = evaluate(model, data.batch, wanted, create_graph=force_weight > 0)
     loss = out["energy"].new_zeros(())
     if energy_weight > 0:  # force-only fits (no energies: NaN labels) leave the term out
-        loss = loss + energy_weight * (((out["energy"] - data.energy) / data.n_atoms) ** 2).mean()
+        per_atom = (out["energy"] - data.energy) / data.n_atoms
+        loss = loss + energy_weight * (per_atom**2).sum() / n_frames
     if force_weight > 0:
-        loss = loss + force_weight * ((out["forces"] - data.forces) ** 2).mean()
+        loss = loss + force_weight * ((out["forces"] - data.forces) ** 2).sum() / n_components
     return loss
 
 

@@ -13,6 +13,10 @@ stopping on the validation force MAE of the averaged weights, within ``max_epoch
 * after success only: ``NAME.safetensors`` and ``card.toml`` (the best-validation EMA weights,
   with the data, split, seed, command and test errors in ``[provenance]``), loadable with
   ``load_calculator("output_dir/card.toml")`` without trust.
+
+``config.devices = N`` (``strategy="ddp"``) trains on N data-parallel processes with the same
+global batches (:mod:`ase_mlmd.train.distributed`); the files are written by rank 0 and a
+checkpoint resumes only with the same N.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ase_mlmd.outdir import lock_folder
 from ase_mlmd.train.batches import GraphDataset
 from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint, run_fingerprint
 from ase_mlmd.train.config import TrainConfig, TrainResult
+from ase_mlmd.train.distributed import ProcessGroup, check_world_size, launch, uses_processes
 from ase_mlmd.train.loop import LOG_COLUMNS, LOG_FILE, EpochLoop, TrainingState
 from ase_mlmd.train.loss import Errors, compute_errors
 from ase_mlmd.train.models import CARD_FILE, build_model, export_card
@@ -116,7 +121,9 @@ def train(
     Args:
         frames_or_path: ASE frames with energies and forces (``SinglePointCalculator``), or a
             dataset path read with :func:`ase_mlmd.data.readers.read_frames`.
-        config: the run's settings (default :class:`TrainConfig()`: NequIP).
+        config: the run's settings (default :class:`TrainConfig()`: NequIP). With
+            ``devices=N > 1`` (or ``strategy="ddp"``) N processes are spawned; they re-import
+            the calling script, so call ``train`` under ``if __name__ == "__main__":`` there.
         output_dir: folder for checkpoint, log, split, weights and card (created if needed).
         data_format, energy_unit: passed to ``read_frames`` for a path.
         resume: continue from ``output_dir/checkpoint.pt`` when it exists (False: start afresh
@@ -137,7 +144,10 @@ def train(
         CheckpointMismatchError: ``resume`` and the checkpoint belongs to another run (names
             the file and the differing settings).
         DataFormatError, MissingLabelsError, DatasetSplitError: unusable data or split.
+        WorldSizeMismatchError: the checkpoint was written with another ``devices``.
         DeviceNotAvailableError: CUDA requested without a GPU.
+        DistributedTrainingError: ``devices`` > visible GPUs; a training process died or
+            the run was interrupted (all processes are stopped; running again resumes).
         OutputLockedError: another run is writing to ``output_dir`` now (it is locked while
             this one runs, see :mod:`ase_mlmd.outdir`).
         CorruptOutputError: the card or weights written do not read back.
@@ -147,6 +157,16 @@ def train(
     config.validate()
     device = resolve_device(config.device)
     output_dir = Path(output_dir)
+    if uses_processes(config.devices, config.strategy):
+        if model is not None or export is not None:
+            raise ValueError(
+                "devices > 1 / strategy='ddp' trains the models ase-mlmd train builds; a "
+                "ready model or a custom export trains in one process (devices=1)"
+            )
+        options = {"data_format": data_format, "energy_unit": energy_unit, "resume": resume,
+                   "progress": progress, "command": command}  # fmt: skip
+        with lock_folder(output_dir, "training output folder"):
+            return _launch(frames_or_path, config, output_dir, device, started, options)
     with lock_folder(output_dir, "training output folder"):
         return _train(
             frames_or_path,
@@ -164,6 +184,46 @@ def train(
         )
 
 
+def _launch(
+    frames_or_path: Sequence[Atoms] | str | os.PathLike,
+    config: TrainConfig,
+    output_dir: Path,
+    device: Any,
+    started: float,
+    options: dict[str, Any],
+) -> TrainResult:
+    """:func:`train` on ``config.devices`` spawned processes (output folder locked by the
+    caller); rank 0's result, with the exported model read back from its card."""
+    from ase_mlmd.calculators.cards import read_card
+    from ase_mlmd.calculators.registry import model_from_card
+
+    checkpoint = output_dir / CHECKPOINT_FILE
+    if options["resume"] and checkpoint.is_file():  # refuse another world size before spawning
+        check_world_size(load_train_checkpoint(checkpoint), config.devices, checkpoint)
+    args = (frames_or_path, config, output_dir, started, options)
+    result: TrainResult = launch(_train_rank, args, config.devices, device)
+    result.model = model_from_card(read_card(result.card_path)).to(device)
+    return result
+
+
+def _train_rank(
+    group: ProcessGroup,
+    device: Any,
+    frames_or_path: Sequence[Atoms] | str | os.PathLike,
+    config: TrainConfig,
+    output_dir: Path,
+    started: float,
+    options: dict[str, Any],
+) -> TrainResult | None:
+    """One rank of a data-parallel run (in a spawned process): rank 0's result without the
+    in-memory model (it does not cross processes), None on the other ranks."""
+    result = _train(frames_or_path, config, output_dir, device, started, **options,
+                    model=None, export=None, group=group)  # fmt: skip
+    if result is not None:
+        result.model = None
+    return result
+
+
 def _train(
     frames_or_path: Sequence[Atoms] | str | os.PathLike,
     config: TrainConfig,
@@ -178,8 +238,11 @@ def _train(
     command: str | None,
     model: EnergyModel | None,
     export: Callable[[EnergyModel, Path, str, dict[str, Any]], Path] | None,
-) -> TrainResult:
-    """:func:`train` once its output folder is locked."""
+    group: ProcessGroup | None = None,
+) -> TrainResult | None:
+    """:func:`train` once its output folder is locked (None on ranks other than 0)."""
+    group = group or ProcessGroup()
+    progress = progress and group.is_main
     checkpoint = output_dir / CHECKPOINT_FILE
     frames, data_info = load_frames(
         frames_or_path, data_format, energy_unit, require_energy=config.energy_weight > 0
@@ -193,13 +256,15 @@ def _train(
     if resume and checkpoint.is_file():
         stored = load_train_checkpoint(checkpoint)
         check_compatible(stored, fingerprint, checkpoint)
+        check_world_size(stored, group.size, checkpoint)
         if progress:
             print(f"train: {resumed_from(stored, output_dir)}", file=sys.stderr, flush=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        checkpoint.unlink(missing_ok=True)
-    split_record = {"seed": split.seed, "ordered": split.ordered, **indices}
-    atomic_write_text(output_dir / SPLIT_FILE, json.dumps(split_record) + "\n")
+    if group.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            checkpoint.unlink(missing_ok=True)
+        split_record = {"seed": split.seed, "ordered": split.ordered, **indices}
+        atomic_write_text(output_dir / SPLIT_FILE, json.dumps(split_record) + "\n")
 
     train_frames = split.frames(frames, "train")
     needs_energy = config.energy_weight > 0
@@ -213,13 +278,16 @@ def _train(
             progress=progress,
             require_energy=needs_energy,
         )
-        for part in ("train", "val", "test")
+        for part in (("train", "val", "test") if group.is_main else ("train",))
     }
-    run = TrainingState((model or build_model(config, stats)).to(device), config)
+    network = group.broadcast_module((model or build_model(config, stats)).to(device))
+    run = TrainingState(network, config)
     if stored is not None:
         run.restore(stored)
-    loop = EpochLoop(run, config, sets, fingerprint, checkpoint, started, progress)
+    loop = EpochLoop(run, config, sets, fingerprint, checkpoint, started, progress, group)
     stop_reason = loop.fit()
+    if not group.is_main:
+        return None
 
     best = run.best
     run.ema.model.load_state_dict(best["ema"])
