@@ -43,7 +43,12 @@ from ase_mlmd.bench.metal_crystal import (
     vacancy_formation_energy,
 )
 from ase_mlmd.bench.metal_liquid import LiquidConfig, liquid_observables, liquid_run, melt
-from ase_mlmd.bench.metal_phonons import calculator_cutoff, fcc_phonons, frequency_mae
+from ase_mlmd.bench.metal_phonons import (
+    calculator_cutoff,
+    fcc_phonons,
+    frequency_mae,
+    phonon_repeat,
+)
 from ase_mlmd.errors import DataFormatError
 from ase_mlmd.fileio import atomic_write_text
 
@@ -265,6 +270,8 @@ def metal_benchmark(
 
         structure = Structure.from_file(str(structure))
     crystal = fcc_crystal(element if structure is None else structure)
+    # a too small phonon supercell fails before any work (reference first, then each model)
+    phonon_repeat(crystal, calculator_cutoff(ref_calc, crystal), config.phonon_repeat)
     calcs: dict[str, BaseCalculator] = {}
     for model in models:
         label = _label(model)
@@ -273,6 +280,7 @@ def metal_benchmark(
         else:
             calc = load_calculator(model, device=config.device, trust=config.trust)
             check_model_species(calc, crystal, label)
+        phonon_repeat(crystal, calculator_cutoff(calc, crystal), config.phonon_repeat)
         calcs[label] = calc
     split = split_indices(len(frames), (0.8, 0.1, 0.1), seed=config.split_seed)
     test = [frames[i] for i in split.test[: config.max_test_frames]]

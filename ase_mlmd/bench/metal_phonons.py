@@ -175,26 +175,26 @@ def fcc_phonons(
     path = [[FCC_POINTS[p] for p in segment] for segment in FCC_PATH]
     qpoints, connections = get_band_qpoints_and_path_connections(path, npoints=points_per_segment)
     phonon.run_band_structure(qpoints, path_connections=connections)
-    bands = phonon.get_band_structure_dict()
-    distances = np.concatenate(bands["distances"])
-    frequencies = np.concatenate(bands["frequencies"])
+    bands = phonon.band_structure
+    distances = np.concatenate(bands.distances)
+    frequencies = np.concatenate(bands.frequencies)
     pieces = [pair for segment in FCC_PATH for pair in zip(segment[:-1], segment[1:], strict=True)]
     ticks, labels = [float(distances[0])], [pieces[0][0]]
-    for (start, end), dist in zip(pieces, bands["distances"], strict=True):
+    for (start, end), dist in zip(pieces, bands.distances, strict=True):
         if start != labels[-1]:  # a jump in the path (U|K): same abscissa, two names
             labels[-1] = f"{labels[-1]}|{start}"
         ticks.append(float(dist[-1]))
         labels.append(end)
     phonon.run_mesh([mesh] * 3, is_gamma_center=True)
     phonon.run_total_dos()
-    dos = phonon.get_total_dos_dict()
+    dos = phonon.total_dos
     return PhononResult(
         distances=distances,
         frequencies=frequencies,
         ticks=ticks,
         labels=labels,
-        dos_frequencies=np.asarray(dos["frequency_points"]),
-        dos=np.asarray(dos["total_dos"]),
+        dos_frequencies=np.asarray(dos.frequency_points),
+        dos=np.asarray(dos.dos),
         repeat=n,
         width=float(n * cell_widths(crystal.cell.array).min()),
     )

@@ -24,8 +24,16 @@ class CLICommand:
     rigid TIP3P water, atoms O,H,H,... with PME; -p cutoff=9) runs the same integrator with
     rigid molecules (defaults: 2 fs, friction 1/ps), positions unwrapped; it does not resume.
 
+    --materials samples a data set of an fcc metal instead of one run: STRUCTURE is an element
+    (Cu: ase.build.bulk) or a conventional cubic cell file read with pymatgen (CIF, POSCAR);
+    the crystal at 100-1200 K, isotropically strained (±1.5, ±3 %) and randomly sheared (±3 %)
+    crystals, a vacancy and the liquid at 2000 K, each --steps long (default 2000, a frame every
+    20 steps, 2 fs; 1 fs for the liquid) in 32-atom cells; each segment's frames go to
+    OUTPUT.parts/ (resumable) and all of them, tagged with info config_type, to -o.
+
     Examples:
 
+        ase-mlmd sample Cu --reference emt --materials -o cu_ref.extxyz
         ase-mlmd sample ethanol.xyz --reference gfn2-xtb --temperature 500 --timestep 0.5
             --steps 20000 --every 10 -o ethanol_ref.extxyz
         ase-mlmd sample alanine-dipeptide-implicit.pdb --reference amber-implicit
@@ -38,7 +46,11 @@ class CLICommand:
         from ase_mlmd.md.ase_md import ENSEMBLES
 
         add = parser.add_argument
-        add("structure", help="start structure, any file ase.io.read reads (--index picks it)")
+        add(
+            "structure",
+            help="start structure, any file ase.io.read reads (--index picks it); with "
+            "--materials an element (Cu) or a cubic fcc cell file",
+        )
         add_reference_arguments(parser, "charge=1 or sigma=3.4")
         add("--ensemble", choices=ENSEMBLES, default="nvt-langevin")
         add("--temperature", type=float, default=300.0, help="K (default 300)")
@@ -48,8 +60,13 @@ class CLICommand:
             default=None,
             help="fs (default 0.5; 2 for amber-implicit, which constrains bonds to H)",
         )
-        add("--steps", type=int, default=1000, help="MD steps (default 1000)")
-        add("--every", type=int, default=10, help="frame interval, steps (default 10)")
+        add("--steps", type=int, default=None, help="MD steps (default 1000; --materials 2000)")
+        add(
+            "--every",
+            type=int,
+            default=None,
+            help="frame interval, steps (default 10; --materials 20)",
+        )
         add(
             "--friction",
             type=float,
@@ -60,6 +77,11 @@ class CLICommand:
         add("--seed", type=int, default=0)
         add("-o", "--output", default="sample.extxyz", help="frames file (extended XYZ)")
         add("--index", default="-1", help="frame of the structure file to start from")
+        add(
+            "--materials",
+            action="store_true",
+            help="fcc-metal data set: crystal at several T, strained, vacancy, liquid",
+        )
 
     @staticmethod
     def run(args, parser=None) -> None:
@@ -69,6 +91,12 @@ class CLICommand:
 
         options = parse_parameters(args.parameters)
         output = Path(args.output)
+        if args.materials:
+            frames = _run_materials(args, options, output, parser)
+            _summary(frames, output)
+            return
+        args.steps = 1000 if args.steps is None else args.steps
+        args.every = 10 if args.every is None else args.every
         if args.reference.lower() == "amber-implicit":
             frames = _run_openmm(args, options, output, parser)
         elif args.reference.lower() == "tip3p-water":
@@ -102,6 +130,43 @@ class CLICommand:
                 threads=args.threads or None,
             )
         _summary(frames, output)
+
+
+def _run_materials(args, options: dict, output: Path, parser):
+    import os
+
+    from ase_mlmd.data.materials import MetalDatasetConfig, sample_metal_dataset
+    from ase_mlmd.data.reference import reference_calculator
+
+    settings = {
+        key: value
+        for key, value in (
+            ("steps", args.steps),
+            ("every", args.every),
+            ("timestep", args.timestep),
+            ("friction", args.friction),
+        )
+        if value is not None
+    }
+    try:
+        calc = reference_calculator(args.reference, **options)
+        config = MetalDatasetConfig(seed=args.seed, **settings)
+    except (TypeError, ValueError) as err:
+        _fail(parser, str(err))
+    structure = args.structure
+    if os.path.exists(structure):
+        from pymatgen.core import Structure
+
+        structure = Structure.from_file(structure)
+    return sample_metal_dataset(
+        structure,
+        calc,
+        output,
+        config,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        threads=args.threads or None,
+    )
 
 
 def _run_openmm(args, options: dict, output: Path, parser):
