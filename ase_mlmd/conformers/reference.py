@@ -106,7 +106,9 @@ def read_ensemble(path: str | os.PathLike) -> list[Atoms]:
     return frames
 
 
-def reference_ensembles(folder: str | os.PathLike) -> dict[str, list[Atoms]]:
+def reference_ensembles(
+    folder: str | os.PathLike, what: str = "reference ensembles"
+) -> dict[str, list[Atoms]]:
     """``{mol_id: frames}`` of every ``*.extxyz`` in ``folder`` (a split folder such as
     ``ref/test``, or a reference folder: then all splits).
 
@@ -117,8 +119,9 @@ def reference_ensembles(folder: str | os.PathLike) -> dict[str, list[Atoms]]:
     files = sorted(folder.glob("*.extxyz")) or sorted(folder.glob("*/*.extxyz"))
     if not files:
         raise DataFormatError(
-            f"no reference ensembles (*.extxyz) in {str(folder)!r}; give the folder written by "
-            "'ase-mlmd conformers reference' (or one of its test/train/val folders)"
+            f"no {what} (*.extxyz) in {str(folder)!r}; give a folder of <id>.extxyz files as "
+            "written by 'ase-mlmd conformers reference' (REF/test, REF/train, ...) or by "
+            "'ase-mlmd conformers ... -o DIR/'"
         )
     return {f.stem: read_ensemble(f) for f in files}
 
