@@ -20,6 +20,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from ase.io import write
 from training_frames import lj_clusters
 
@@ -151,6 +152,15 @@ def test_killed_ddp_run_resumed_by_the_cli_equals_the_single_process_run(dataset
     assert weights.keys() == reference.keys()
     for key, value in reference.items():
         np.testing.assert_allclose(weights[key].numpy(), value.numpy(), rtol=RTOL, atol=1e-12)
+
+
+def test_bad_process_settings_are_refused_naming_the_setting(dataset, tmp_path):
+    with pytest.raises(ValueError, match="devices must be a whole number >= 1"):
+        TrainConfig(devices=0)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        TrainConfig(devices=2, strategy="fsdp")
+    with pytest.raises(ValueError, match="trains in one process"):  # nothing spawned
+        train(dataset, TrainConfig(devices=2), tmp_path, model=torch.nn.Linear(1, 1))
 
 
 def _log(path) -> np.ndarray:
