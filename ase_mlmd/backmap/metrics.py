@@ -80,6 +80,7 @@ __all__ = [
     "openmm_energies",
     "rmsd",
     "select_atoms",
+    "subset_bonds",
 ]
 
 
@@ -195,6 +196,15 @@ def clash_mask(
     return (d < limit).any(-1)
 
 
+def subset_bonds(bonds: np.ndarray, atoms: np.ndarray, n_atoms: int) -> np.ndarray:
+    """The bonds (n, 2) among the atom indices ``atoms``, renumbered to positions in
+    ``atoms`` (bonds to other atoms dropped)."""
+    new = np.full(n_atoms, -1)
+    new[np.asarray(atoms, dtype=int)] = np.arange(len(atoms))
+    mapped = new[np.asarray(bonds, dtype=int).reshape(-1, 2)]
+    return mapped[(mapped >= 0).all(axis=1)]
+
+
 def angle_triples(bonds: np.ndarray) -> np.ndarray:
     """(n_angles, 3) triples i–j–k (i < k) of bonds sharing the apex atom j."""
     bonds = np.asarray(bonds, dtype=int).reshape(-1, 2)
@@ -277,10 +287,13 @@ def backmap_metrics(
     ``ged_signed_all``, ``ged_signed_heavy``; ``rmsd_sample_heavy`` (mean RMSD of valid
     heavy-atom samples, NaN if none); ``clash_ratio`` and ``clash_ratio_reference`` (the same
     test on the reference frames: the floor, since hydrogen bonds and 1–5 H···H contacts of
-    MD frames can fall below the threshold); ``valid_clash_free`` (fraction valid
-    over all atoms and clash-free); ``bond_mae``, ``bond_js``, ``angle_mae``, ``angle_js``; and,
-    with an OpenMM ``system``, ``energy_median`` and ``energy_p90`` (kJ/mol, generated minus
-    reference, over the first ``energy_frames`` frames, all samples; None: all frames).
+    MD frames can fall below the threshold), ``clash_ratio_heavy`` and
+    ``clash_ratio_heavy_reference`` (the same among heavy atoms only, hydrogens ignored:
+    comparable with heavy-atom-only backmappers such as PULCHRA); ``valid_clash_free``
+    (fraction valid over all atoms and clash-free); ``bond_mae``, ``bond_js``, ``angle_mae``,
+    ``angle_js``; and, with an OpenMM ``system``, ``energy_median`` and ``energy_p90``
+    (kJ/mol, generated minus reference, over the first ``energy_frames`` frames, all samples;
+    None: all frames).
     """
     ref, gen = as_samples(reference, generated)
     numbers = np.asarray(numbers, dtype=int)
@@ -304,6 +317,12 @@ def backmap_metrics(
     clashes = clash_mask(gen, numbers, bonds)
     out["clash_ratio"] = float(clashes.mean())
     out["clash_ratio_reference"] = float(clash_mask(ref, numbers, bonds).mean())
+    heavy_bonds = subset_bonds(bonds, heavy, len(numbers))
+    heavy_clash = clash_mask(gen[:, :, heavy], numbers[heavy], heavy_bonds)
+    out["clash_ratio_heavy"] = float(heavy_clash.mean())
+    out["clash_ratio_heavy_reference"] = float(
+        clash_mask(ref[:, heavy], numbers[heavy], heavy_bonds).mean()
+    )
     out["valid_clash_free"] = float((valid["all"] & ~clashes).mean())
     out.update(internal_errors(ref, gen, bonds))
     if system is not None:
@@ -322,6 +341,7 @@ def metric_names(keys: Sequence[str]) -> list[str]:
         "n_frames", "n_samples", "rmsd_heavy", "rmsd_all", "rmsd_best_heavy",
         "rmsd_sample_heavy", "validity_heavy", "validity_all", "ged_heavy", "ged_signed_heavy",
         "ged_all", "ged_signed_all", "clash_ratio", "clash_ratio_reference",
+        "clash_ratio_heavy", "clash_ratio_heavy_reference",
         "valid_clash_free", "bond_mae", "bond_js", "angle_mae", "angle_js", "energy_median",
         "energy_p90",
     ]  # fmt: skip

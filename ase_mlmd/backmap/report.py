@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ase_mlmd.backmap.metrics import backmap_metrics, metric_names
+from ase_mlmd.backmap.metrics import backmap_metrics, metric_names, subset_bonds
 from ase_mlmd.cg.frames import bond_graph
 from ase_mlmd.errors import DataFormatError, IncompatibleTrajectoriesError
 from ase_mlmd.fileio import atomic_output, atomic_write_text
@@ -43,6 +43,7 @@ HEADLINE = {
     "ged_heavy": "GED heavy abs. (signed)",
     "ged_all": "GED all abs. (signed)",
     "clash_ratio": "clash ratio (ref.)",
+    "clash_ratio_heavy": "clash heavy (ref.)",
     "valid_clash_free": "valid & clash-free",
     "bond_mae": "bond MAE (Å) / JS",
     "angle_mae": "angle MAE (°) / JS",
@@ -60,13 +61,6 @@ class PairedFrames:
     numbers: np.ndarray
     atoms: np.ndarray
     bonds: np.ndarray
-
-
-def _subset_bonds(bonds: np.ndarray, atoms: np.ndarray, n_atoms: int) -> np.ndarray:
-    new = np.full(n_atoms, -1)
-    new[atoms] = np.arange(len(atoms))
-    mapped = new[np.asarray(bonds, dtype=int).reshape(-1, 2)]
-    return mapped[(mapped >= 0).all(axis=1)]
 
 
 def pair_frames(reference: Sequence[Atoms], generated: Sequence[Atoms]) -> PairedFrames:
@@ -143,7 +137,7 @@ def pair_frames(reference: Sequence[Atoms], generated: Sequence[Atoms]) -> Paire
     gen = np.stack([generated[i].get_positions() for i in order])
     gen = gen.reshape(len(reference), counts[0], len(atoms_idx), 3)
     ref = np.stack([a.get_positions() for a in reference])
-    bonds = _subset_bonds(bond_graph(reference[0]), atoms_idx, n_ref)
+    bonds = subset_bonds(bond_graph(reference[0]), atoms_idx, n_ref)
     return PairedFrames(ref[:, atoms_idx], gen, expected, atoms_idx, bonds)
 
 
@@ -182,8 +176,8 @@ def markdown_table(results: dict[str, dict]) -> str:
             value = _fmt(m.get(key))
             if key.startswith("ged_"):
                 value += f" ({_fmt(m.get(key.replace('ged_', 'ged_signed_')))})"
-            elif key == "clash_ratio":
-                value += f" ({_fmt(m.get('clash_ratio_reference'))})"
+            elif key.startswith("clash_ratio"):
+                value += f" ({_fmt(m.get(key + '_reference'))})"
             elif key in ("bond_mae", "angle_mae"):
                 value += f" / {_fmt(m.get(key.replace('mae', 'js')))}"
             elif key == "energy_median" and "energy_p90" in m:

@@ -213,3 +213,15 @@ def test_bad_input_is_refused(ala2):
         rmsd(ref[:0], ref[:0])
     with pytest.raises(IncompatibleTrajectoriesError, match="atomic numbers"):
         backmap_metrics(ref, ref, numbers[:-1], bonds)
+
+
+def test_heavy_atom_clash_ratio_ignores_hydrogens(ala2):
+    ref, numbers, bonds = ala2
+    sep = bond_separation(len(numbers), bonds)
+    h = int(np.flatnonzero(numbers == 1)[0])
+    far = int(np.flatnonzero((sep[h] > 4) & (numbers > 1))[0])
+    moved = ref.copy()
+    moved[:, h] = ref[:, far] + [0.6, 0.0, 0.0]  # an H pushed onto a distant heavy atom
+    out = backmap_metrics(ref, moved, numbers, bonds)
+    assert out["clash_ratio"] == 1.0
+    assert out["clash_ratio_heavy"] == out["clash_ratio_heavy_reference"]

@@ -1,0 +1,213 @@
+"""Benchmark 4b (issue 14): backmapping chignolin (GYDPETGTWG) — CGVAE vs PULCHRA vs linear.
+
+Stages (``--stages``, comma-separated, in this order):
+
+* ``simulate``: all-atom reference frames with
+  :func:`ase_mlmd.data.openmm_peptide.peptide_reference_trajectory` (extended chain from
+  PeptideBuilder, hydrogens and charged termini from pdbfixer, amber14 + GBn2, 340 K, Langevin
+  1/ps, 2 fs with bonds to H constrained, a frame every 2 ps, one CPU thread) into
+  ``WORK/chignolin_340K.extxyz`` and ``WORK/chignolin.pdb``; stop it (Ctrl-C / kill) whenever
+  enough frames exist: frames are streamed.
+* ``prepare``: drop the first ``--equilibration`` ps, split the rest in time order 0.8 / 0.1 /
+  0.1 (train / validation / test, the same blocks ``ase-mlmd backmap train --split
+  time:0.8,0.1,0.1`` takes), write ``WORK/frames.extxyz`` (all kept frames) and
+  ``WORK/test.extxyz``; build two mappings: ``ca`` (one bead per residue on Cα,
+  :func:`ase_mlmd.cg.builders.alpha_carbon`) and ``res3`` (three beads per residue at the
+  centre of geometry: [N, its H, Cα, HA/HA2], [C, O, OXT], [side chain; Gly: HA3]) as
+  ``WORK/map_ca.json``, ``WORK/map_res3.json``, and the CG test frames ``WORK/cg_test_*.extxyz``.
+* ``linear``: the least-squares linear backmapper per mapping, fitted on the training block.
+* ``pulchra``: PULCHRA (default options) on the Cα test frames (heavy atoms only).
+* ``cgvae``: ``ase-mlmd backmap train`` per mapping (``--max-time``), then ``backmap run``
+  with ``--samples`` per test frame (skipped when the card is missing and the training is
+  not asked for).
+* ``eval``: :mod:`ase_mlmd.backmap.report` per mapping → ``OUT/<mapping>/report.md``,
+  ``metrics.json`` and PNGs; energies under amber14 + GBn2 (unconstrained) for the all-atom
+  backmappers on the first 100 test frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPINGS = ("ca", "res3")
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def cli(*args: str) -> None:
+    exe = Path(sys.executable).with_name("ase-mlmd")
+    log("$ ase-mlmd " + " ".join(args))
+    subprocess.run([str(exe), *args], check=True)
+
+
+def stage_simulate(args) -> None:
+    from ase_mlmd.data.openmm_peptide import CHIGNOLIN, peptide_reference_trajectory
+
+    peptide_reference_trajectory(
+        CHIGNOLIN, temperature=340.0, steps=args.steps, every=1000, seed=0,
+        output=args.work / "chignolin_340K.extxyz", topology_pdb=args.work / "chignolin.pdb",
+        threads=1, flush_seconds=60,
+    )  # fmt: skip
+
+
+def residue_groups(pdb: Path) -> tuple[list[list[int]], list[str], list[str]]:
+    """The three groups per residue of the ``res3`` mapping, their types and names."""
+    from ase_mlmd.backmap.pulchra import protein_topology
+
+    _, names, residue_names, residue_index = protein_topology(pdb)
+    groups, types, labels = [], [], []
+    for r in sorted(set(residue_index)):
+        atoms = [i for i, k in enumerate(residue_index) if k == r]
+        res = residue_names[atoms[0]]
+        amine = [i for i in atoms if names[i] in ("N", "H", "H1", "H2", "H3", "CA", "HA", "HA2")]
+        carbonyl = [i for i in atoms if names[i] in ("C", "O", "OXT")]
+        side = [i for i in atoms if i not in amine and i not in carbonyl]
+        for part, group in (("A", amine), ("C", carbonyl), ("S", side)):
+            groups.append(group)
+            types.append(f"{res}_{part}")
+            labels.append(f"{res}{r + 1}_{part}")
+    return groups, types, labels
+
+
+def stage_prepare(args) -> None:
+    from ase.io import read, write
+
+    from ase_mlmd.backmap.pulchra import protein_topology
+    from ase_mlmd.cg.builders import alpha_carbon, from_groups
+
+    frames = read(args.work / "chignolin_340K.extxyz", ":")
+    dt_ps = (frames[1].info["time_fs"] - frames[0].info["time_fs"]) / 1000
+    kept = [f for f in frames if f.info["time_fs"] / 1000 >= args.equilibration]
+    n = len(kept)
+    n_train, n_val = int(0.8 * n), int(0.1 * n)
+    test = kept[n_train + n_val :]
+    write(args.work / "frames.extxyz", kept)
+    write(args.work / "test.extxyz", test)
+    pdb = args.work / "chignolin.pdb"
+    atoms, names, residue_names, _ = protein_topology(pdb)
+    maps = {"ca": alpha_carbon(atoms, names=names, residue_names=residue_names)}
+    bonds = maps["ca"].bonds
+    groups, types, labels = residue_groups(pdb)
+    maps["res3"] = from_groups(atoms, groups, "geometry", types, labels, "residue-3", bonds=bonds)
+    for name, mapping in maps.items():
+        mapping.to_json(args.work / f"map_{name}.json")
+        write(args.work / f"cg_test_{name}.extxyz", mapping.apply_positions(test))
+    info = {"frames_total": len(frames), "frame_interval_ps": dt_ps,
+            "simulated_ns": frames[-1].info["time_fs"] * 1e-6,
+            "equilibration_ps": args.equilibration, "kept": n, "train": n_train,
+            "validation": n_val, "test": len(test)}  # fmt: skip
+    (args.out / "data.json").write_text(json.dumps(info, indent=2) + "\n")
+    log(f"prepare: {info}")
+
+
+def _mapping(args, name):
+    from ase_mlmd.cg.mapping import CGMapping
+
+    return CGMapping.from_json(args.work / f"map_{name}.json")
+
+
+def stage_linear(args) -> None:
+    from ase.io import read, write
+
+    from ase_mlmd.backmap.linear import LinearBackmapper
+    from ase_mlmd.backmap.pairs import BackmapPairs
+
+    frames = read(args.work / "frames.extxyz", ":")
+    train = frames[: int(0.8 * len(frames))]
+    for name in MAPPINGS:
+        mapping = _mapping(args, name)
+        model = LinearBackmapper.fit(BackmapPairs.from_frames(train, mapping))
+        model.save(args.work / f"linear_{name}", f"chignolin-linear-{name}")
+        cg = read(args.work / f"cg_test_{name}.extxyz", ":")
+        write(args.work / f"gen_linear_{name}.extxyz", model.reconstruct(cg))
+        log(f"linear {name}: fitted on {len(train)} frames")
+
+
+def stage_pulchra(args) -> None:
+    from ase.io import read, write
+
+    from ase_mlmd.backmap.pulchra import PulchraBackmapper
+
+    backmapper = PulchraBackmapper.from_pdb(args.work / "chignolin.pdb", _mapping(args, "ca"))
+    cg = read(args.work / "cg_test_ca.extxyz", ":")
+    tick = time.time()
+    write(args.work / "gen_pulchra_ca.extxyz", backmapper.reconstruct(cg))
+    log(f"pulchra: {len(cg)} frames in {time.time() - tick:.0f} s")
+
+
+def stage_cgvae(args) -> None:
+    for name in MAPPINGS:
+        folder = args.work / f"cgvae_{name}"
+        if args.train or not (folder / "card.toml").is_file():
+            cli("backmap", "train", "--data", str(args.work / "frames.extxyz"), "--mapping",
+                str(args.work / f"map_{name}.json"), "--split", "time:0.8,0.1,0.1",
+                "--max-time", args.max_time, "--no-progress", "-o", str(folder))  # fmt: skip
+        cg, gen = args.work / f"cg_test_{name}.extxyz", args.work / f"gen_cgvae_{name}.extxyz"
+        cli("backmap", "run", str(folder / "card.toml"), str(cg), "--samples", str(args.samples),
+            "-o", str(gen))  # fmt: skip
+
+
+def stage_eval(args) -> None:
+    from ase.io import read
+    from openmm import app
+
+    from ase_mlmd.backmap.report import evaluate, pair_frames, write_report
+    from ase_mlmd.data.openmm_peptide import build_peptide_system
+
+    topology = app.PDBFile(str(args.work / "chignolin.pdb")).topology
+    system = build_peptide_system(topology, constraints=None)
+    test = read(args.work / "test.extxyz", ":")
+    data = json.loads((args.out / "data.json").read_text())
+    for name in MAPPINGS:
+        results, paired = {}, {}
+        for model in ("cgvae", "linear", "pulchra"):
+            path = args.work / f"gen_{model}_{name}.extxyz"
+            if not path.is_file():
+                continue
+            paired[model] = pair_frames(test, read(path, ":"))
+            results[model] = evaluate(paired[model], system, energy_frames=100)
+            log(f"{name} {model}: {json.dumps(results[model])}")
+        notes = [
+            f"Chignolin GYDPETGTWG, amber14 + GBn2, 340 K: {data['simulated_ns']:.2f} ns "
+            f"simulated, a frame every {data['frame_interval_ps']:g} ps; first "
+            f"{data['equilibration_ps']} ps dropped; time-ordered split {data['train']} / "
+            f"{data['validation']} / {data['test']} frames; metrics on the test block.",
+            "PULCHRA builds heavy atoms only: its row compares the 77 heavy atoms (its RMSD "
+            "all = heavy, no energies).",
+        ]
+        write_report(results, paired, args.out / name, title=f"Chignolin, {name} mapping",
+                     notes=notes)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", default="prepare,linear,pulchra,cgvae,eval")
+    parser.add_argument("--work", type=Path, default=ROOT / "out" / "backmap_eval" / "chignolin")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "backmap_runs" / "chignolin"
+    )
+    parser.add_argument("--steps", type=int, default=5_000_000, help="simulate: MD steps (2 fs)")
+    parser.add_argument("--equilibration", type=float, default=100.0, help="ps dropped")
+    parser.add_argument("--max-time", default="10m", help="CGVAE training budget per mapping")
+    parser.add_argument("--samples", type=int, default=5, help="CGVAE samples per test frame")
+    parser.add_argument("--train", action="store_true", help="retrain CGVAE even if a card exists")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stages = args.stages.split(",")
+    for stage in ("simulate", "prepare", "linear", "pulchra", "cgvae", "eval"):
+        if stage in stages:
+            log(f"stage {stage}")
+            globals()[f"stage_{stage}"](args)
+
+
+if __name__ == "__main__":
+    main()
