@@ -92,13 +92,13 @@ def _reference_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2, help="test share (0.2)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="val share (0.1)")
     p.add_argument(
-        "--max-gradients", type=int, default=600, help="calculator calls per molecule (600)"
+        "--max-gradients", type=int, default=250, help="calculator calls per molecule (250)"
     )
     p.add_argument(
-        "--max-seconds", type=float, default=30.0, help="search time per molecule, s (30)"
+        "--max-seconds", type=float, default=120.0, help="search time per molecule, s (120)"
     )
     p.add_argument(
-        "--patience", type=int, default=6, help="stop after N quenches finding nothing new (6)"
+        "--patience", type=int, default=4, help="stop after N quenches finding nothing new (4)"
     )
     p.add_argument("--rmsd", type=float, default=0.25, help="duplicate threshold, Å (0.25)")
     p.add_argument("--window", type=float, default=6.0, help="energy window, kcal/mol (6)")

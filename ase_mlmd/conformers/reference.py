@@ -7,7 +7,10 @@ Folder layout (stable; other modules and the ConfVAE trainer read it)::
 
     REF/
       .ase-mlmd.lock        held while a run writes (ase_mlmd.outdir)
-      settings.json         method and search settings; a resume with other settings refuses
+      settings.json         method and the settings that define an ensemble (rmsd, window, fmax,
+                            ...); a resume with others refuses. The search budget
+                            (max_gradients, patience, max_seconds) may change between runs:
+                            index.csv records each molecule's (column budget)
       molecules.csv         the whole selection: id,smiles,split,n_heavy,n_rotatable,source,name
       index.csv             one row per finished molecule: id,smiles,split,n_conformers,
                             n_heavy,n_rotatable,wall_s,status,n_gradients,n_quenches,n_broken
@@ -73,7 +76,10 @@ INDEX_COLUMNS = (
     "n_gradients",
     "n_quenches",
     "n_broken",
+    "budget",
 )
+#: search options that only set how long a molecule is searched (may change on resume)
+BUDGET_OPTIONS = ("max_gradients", "patience", "max_seconds")
 _MOLECULE_COLUMNS = ("id", "smiles", "split", "n_heavy", "n_rotatable", "source", "name")
 
 
@@ -127,7 +133,8 @@ def reference_ensembles(
 
 
 def _settings(method: str, search: dict) -> dict:
-    return {"method": method, "search": dict(sorted(search.items()))}
+    fixed = {k: v for k, v in sorted(search.items()) if k not in BUDGET_OPTIONS}
+    return {"method": method, "search": fixed}
 
 
 def generate_reference(
@@ -194,6 +201,7 @@ def generate_reference(
         seeds = {r.id: seed + k for k, r in enumerate(records)}
         todo = [r for part in SPLIT_ORDER for r in records if split[r.id] == part]
         todo = [r for r in todo if r.id not in done][:limit]
+        budget = " ".join(f"{k}={search[k]}" for k in BUDGET_OPTIONS if k in search)
         bar = progress_bar(total=len(todo), desc=f"reference {method}", unit="mol")
         for rec in todo:
             part = split[rec.id]
@@ -222,6 +230,7 @@ def generate_reference(
                     "n_gradients": res.n_gradients,
                     "n_quenches": res.n_quenches,
                     "n_broken": res.n_broken,
+                    "budget": budget,
                 }
             )
             _write_csv(folder / "index.csv", INDEX_COLUMNS, rows)

@@ -116,8 +116,8 @@ def conformer_search(
     mol: Chem.Mol,
     calc: BaseCalculator,
     *,
-    max_gradients: int = 600,
-    patience: int = 6,
+    max_gradients: int = 250,
+    patience: int = 4,
     rmsd: float = 0.25,
     window: float = 6.0,
     fmax: float = 0.05,
@@ -126,6 +126,7 @@ def conformer_search(
     md_temperature: float = 800.0,
     select_kT: float = 1.5,
     max_seconds: float | None = None,
+    polish_steps: int = 60,
     seed: int = 0,
 ) -> SearchResult:
     """Search the conformers of ``mol`` (RDKit, explicit hydrogens, stereo set) with ``calc``.
@@ -134,7 +135,7 @@ def conformer_search(
         mol: the molecule; atom order of the result = its atom order.
         calc: an ASE calculator (e.g. ``reference_calculator("gfn2-xtb")``).
         max_gradients: budget of calculator calls of the search loop (the final quench of
-            the kept conformers, at most 100 steps each, comes on top).
+            the kept conformers, at most ``polish_steps`` each, comes on top).
         patience: stop after this many quenches in a row without a new conformer.
         rmsd: duplicate threshold, heavy atoms, Å.
         window: energy window above the lowest conformer, kcal/mol.
@@ -143,6 +144,7 @@ def conformer_search(
         md_steps, md_temperature: Langevin MD after each torsion kick (1 fs steps, K).
         select_kT: temperature (kcal/mol) of the Boltzmann choice of the parent conformer.
         max_seconds: wall-time limit of the search loop (the final quench comes on top).
+        polish_steps: most optimiser steps of the final quench of each kept conformer.
         seed: seeds the start geometry, kicks and MD.
 
     See the module docstring for the procedure.
@@ -234,7 +236,7 @@ def conformer_search(
     pos_final, e_final = [], []
     for k in candidates:
         atoms.positions = found_pos[k]
-        energy, ncalls, ok = quench(atoms, fmax, steps=100)
+        energy, ncalls, ok = quench(atoms, fmax, steps=polish_steps)
         res.n_gradients += ncalls
         res.n_unconverged += int(not ok)
         if graph_preserved(mol, atoms.positions):
