@@ -10,7 +10,7 @@ run writes to it) holds
 * ``checkpoint.pt``: the whole state (:mod:`ase_mlmd.train.checkpoint`, atomic, loads with
   ``weights_only``), every ``checkpoint_every_batches`` batches and at every epoch end; running
   the same call again resumes from it, also after SIGKILL, repeating what an uninterrupted run
-  does (same batches, same noise);
+  does (same batches, same noise: the state is :class:`ase_mlmd.train.loop.TrainingState`'s);
 * ``train_log.csv``: one row per epoch (:data:`LOG_COLUMNS`); ``split.json``: frame indices;
 * after the run only: ``NAME.safetensors`` then ``card.toml`` (both atomic; the card names the
   weights' sha256, so a card is never half-written nor pointing at other weights unnoticed).
@@ -18,10 +18,8 @@ run writes to it) holds
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import sys
@@ -48,7 +46,7 @@ from ase_mlmd.train.checkpoint import (
     save_train_checkpoint,
 )
 from ase_mlmd.train.config import parse_duration
-from ase_mlmd.train.ema import ExponentialMovingAverage
+from ase_mlmd.train.loop import TrainingState
 
 CARD_FILE = "card.toml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -138,47 +136,6 @@ def _fingerprint(config: BackmapTrainConfig, pairs: BackmapPairs, split: dict) -
     return fingerprint
 
 
-class _Run:
-    """The mutable state of a run (what a checkpoint holds)."""
-
-    def __init__(self, backmapper: CGVAEBackmapper, config: BackmapTrainConfig) -> None:
-        self.model = backmapper.model.train()
-        self.ema = ExponentialMovingAverage(self.model, config.ema_decay)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=config.lr_factor, patience=config.lr_patience,
-            min_lr=config.min_lr, threshold=1e-4,
-        )  # fmt: skip
-        self.noise = torch.Generator().manual_seed(config.seed + 7)
-        self.epoch, self.batch, self.loss_sum, self.loss_count = 0, 0, 0.0, 0
-        self.best: dict[str, Any] | None = None
-        self.bad_epochs, self.history, self.elapsed_before = 0, [], 0.0
-        self.stop_reason: str | None = None
-
-    def state(self, fingerprint: dict[str, str], elapsed: float) -> dict[str, Any]:
-        return {
-            "fingerprint": fingerprint, "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "noise": self.noise.get_state(),
-            "epoch": self.epoch, "batch": self.batch,
-            "epoch_loss": [self.loss_sum, self.loss_count], "best": self.best,
-            "bad_epochs": self.bad_epochs, "history": self.history, "elapsed": elapsed,
-            "stop_reason": self.stop_reason or "",
-        }  # fmt: skip
-
-    def restore(self, data: dict[str, Any]) -> None:
-        self.model.load_state_dict(data["model"])
-        self.ema.load_state_dict(data["ema"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        self.scheduler.load_state_dict(data["scheduler"])
-        self.noise.set_state(data["noise"])
-        self.epoch, self.batch = data["epoch"], data["batch"]
-        self.loss_sum, self.loss_count = data["epoch_loss"]
-        self.best, self.bad_epochs = data["best"], data["bad_epochs"]
-        self.history, self.elapsed_before = data["history"], data["elapsed"]
-        self.stop_reason = data["stop_reason"] or None
-
-
 def _tensors(pairs: BackmapPairs, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     idx = np.asarray(indices, dtype=int)
     return (torch.as_tensor(pairs.cg[idx], dtype=torch.float32),
@@ -230,11 +187,13 @@ def train_backmapper(
         fingerprint = _fingerprint(config, pairs, indices)
         checkpoint = output_dir / CHECKPOINT_FILE
         backmapper = CGVAEBackmapper.new(pairs.mapping, config.hyper, seed=config.seed)
-        run = _Run(backmapper, config)
+        run = TrainingState(backmapper.model.train(), config)  # duck-typed: lr, ema_decay, ...
+        run.stop_reason = None
         if resume and checkpoint.is_file():
             stored = load_train_checkpoint(checkpoint)
             check_compatible(stored, fingerprint, checkpoint)
             run.restore(stored)
+            run.stop_reason = stored.get("stop_reason") or None
             if progress:
                 print(f"backmap train: resuming {checkpoint} at epoch {run.epoch + 1}, batch "
                       f"{run.batch}", file=sys.stderr, flush=True)  # fmt: skip
@@ -260,7 +219,8 @@ class _Loop:
         return self.run.elapsed_before + time.monotonic() - self.started
 
     def save(self) -> None:
-        save_train_checkpoint(self.checkpoint, self.run.state(self.fingerprint, self.elapsed()))
+        state = self.run.state(self.fingerprint, self.elapsed())
+        save_train_checkpoint(self.checkpoint, {**state, "stop_reason": self.run.stop_reason or ""})
 
     def out_of_time(self) -> bool:
         if self.config.max_time is None or self.step_time is None:
@@ -301,7 +261,7 @@ class _Loop:
                 return True
             tick = time.monotonic()
             idx = chunks[run.batch]
-            loss, _ = run.model.loss(cg[idx], aa[idx], generator=run.noise)
+            loss, _ = run.model.loss(cg[idx], aa[idx])  # noise: the global RNG (checkpointed)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -309,6 +269,7 @@ class _Loop:
             run.loss_sum += float(loss.detach())
             run.loss_count += 1
             run.batch += 1
+            run.steps += 1
             took = time.monotonic() - tick
             self.step_time = took if self.step_time is None else 0.9 * self.step_time + 0.1 * took
             if run.batch % self.config.checkpoint_every_batches == 0 and run.batch < len(chunks):
@@ -344,11 +305,8 @@ class _Loop:
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buffer.getvalue())
+    rows = [",".join(str(row[c]) for c in LOG_COLUMNS) for row in history]
+    atomic_write_text(path, "\n".join([",".join(LOG_COLUMNS), *rows]) + "\n")
 
 
 def _export(run, backmapper, pairs, test, config, output_dir, loop, command, data_info, n):
