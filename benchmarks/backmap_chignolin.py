@@ -144,7 +144,7 @@ def stage_pulchra(args) -> None:
 
 
 def stage_cgvae(args) -> None:
-    for name in MAPPINGS:
+    for name in args.mappings.split(","):
         folder = args.work / f"cgvae_{name}"
         if args.train or not (folder / "card.toml").is_file():
             cli("backmap", "train", "--data", str(args.work / "frames.extxyz"), "--mapping",
@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--equilibration", type=float, default=100.0, help="ps dropped")
     parser.add_argument("--max-time", default="10m", help="CGVAE training budget per mapping")
     parser.add_argument("--samples", type=int, default=5, help="CGVAE samples per test frame")
+    parser.add_argument("--mappings", default=",".join(MAPPINGS), help="cgvae: ca, res3 or both")
     parser.add_argument("--train", action="store_true", help="retrain CGVAE even if a card exists")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
