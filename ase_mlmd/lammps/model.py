@@ -33,7 +33,7 @@ from lammps.mliap.mliap_unified_abc import MLIAPUnified
 
 from ase_mlmd.batch import AtomsBatch, batch_from_atoms
 from ase_mlmd.errors import LammpsExportError
-from ase_mlmd.models.interface import EnergyModel
+from ase_mlmd.models.interface import EnergyModel, evaluate
 
 #: LAMMPS' order of the six virial components
 VIRIAL_ORDER = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
@@ -130,6 +130,24 @@ class LammpsModel(MLIAPUnified):
         w = positions.T @ forces
         virial = np.array([0.5 * (w[a, b] + w[b, a]) for a, b in VIRIAL_ORDER])
         return float(local.detach()), forces, virial
+
+    def evaluate_periodic(
+        self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """Energy, forces and virial of a whole periodic box held by one rank (no ghosts).
+
+        Args:
+            positions: (n, 3) Å; numbers: (n,); cell: (3, 3) Å, rows are lattice vectors.
+
+        Returns:
+            energy (eV), forces (n, 3) eV/Å, virial (6,) eV in LAMMPS order (``-V σ``).
+        """
+        atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+        batch = batch_from_atoms([atoms], self.cutoff)
+        out = evaluate(self.model, batch, ("energy", "forces", "stress"))
+        w = -out["stress"][0].numpy() * abs(np.linalg.det(cell))
+        virial = np.array([w[a, b] for a, b in VIRIAL_ORDER])
+        return float(out["energy"][0]), out["forces"].numpy(), virial
 
     # ------------------------------------------------------------------ ML-IAP unified hooks
     def compute_forces(self, data) -> None:

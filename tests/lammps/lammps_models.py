@@ -84,15 +84,17 @@ def water_box(seed: int = 0) -> Atoms:
 
 
 def lammps_results(
-    model: LammpsModel, atoms: Atoms, folder: Path
+    model: LammpsModel, atoms: Atoms, folder: Path, whole_box: bool = True
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Energy (eV), forces (N, 3) in ``atoms`` order (eV/Å) and the virial (6,) in LAMMPS
-    order (eV) of ``atoms``, computed by LAMMPS through the exported model (1 rank)."""
+    order (eV) of ``atoms``, computed by LAMMPS through the exported model (1 rank;
+    ``whole_box=False``: through ghost atoms, as on several ranks)."""
     from ase_mlmd.lammps.inputs import write_example
     from ase_mlmd.lammps.run import run_input
 
     path, _ = write_example(atoms, model, "model.pt", folder, "test", temperature=0, steps=0)
-    lmp = run_input(path, model=model, cmdargs=["-log", "none", "-screen", "none"])
+    quiet = ["-log", "none", "-screen", "none"]
+    lmp = run_input(path, model=model, cmdargs=quiet, whole_box=whole_box)
     try:
         lmp.runner.command("compute vir all pressure NULL virial")
         lmp.runner.command("run 0")
