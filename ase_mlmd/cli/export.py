@@ -7,8 +7,8 @@ from pathlib import Path
 
 TRUST_NOTE = (
     "The model file is a pickle: LAMMPS (`pair_style mliap unified FILE 0`) and `python -m "
-    "ase_mlmd.lammps run --trust-model` unpickle it, which runs code. Share it only with people "
-    "who trust you, and load only files you trust; the card stays the safe way to ship a model."
+    "ase_mlmd.lammps run --trust-model` unpickle it, which runs code. Load only files you made "
+    "or whose author you trust; to share a model, ship its card (TOML + safetensors) instead."
 )
 
 
