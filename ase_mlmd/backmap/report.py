@@ -206,12 +206,13 @@ def _save(fig, path: Path) -> Path:
 def plot_resolution(results: dict[str, dict], resolutions: Sequence[float] | None, path) -> Path:
     """Headline metrics against resolution (beads) or run order, one panel per metric."""
     plt = _pyplot()
-    keys = ["rmsd_heavy", "rmsd_all", "validity_heavy", "ged_heavy", "clash_ratio", "bond_mae"]
+    keys = ["rmsd_heavy", "rmsd_all", "validity_heavy", "ged_heavy", "clash_ratio_heavy"]
+    keys.append("bond_mae")
     labels = list(results)
     x = list(resolutions) if resolutions else list(range(len(labels)))
     fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.0))
     for ax, key in zip(axes, keys, strict=True):
-        ax.plot(x, [results[k].get(key, np.nan) for k in labels], "o-")
+        ax.plot(x, [results[k].get(key, np.nan) for k in labels], "o-" if resolutions else "o")
         ax.set(title=HEADLINE.get(key, key).split(" (")[0], xlabel="beads" if resolutions else "")
         if not resolutions:
             ax.set_xticks(x, labels, rotation=45, fontsize=7)
