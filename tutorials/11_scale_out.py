@@ -138,3 +138,110 @@ ethanol.calc = load_calculator("ethanol-nequip", dtype="float64")
 error = np.abs(frame.get_forces() - ethanol.get_forces()).max()
 print(f"ethanol NequIP: max |ΔF| LAMMPS vs calculator = {error:.2e} eV/Å")
 assert error < 1e-8
+
+# %% [markdown]
+# ## 4. Distributed training
+#
+# `ase-mlmd train --devices N --strategy ddp` trains one model on N data-parallel processes
+# (torch.distributed: gloo on the CPU, NCCL with one GPU per process, one machine). Every
+# optimiser step still uses `--batch-size` frames — the *global* batch — split over the
+# processes: each process back-propagates its share with the loss normalised by the whole
+# batch, and the gradients are summed over the processes. The run therefore follows the
+# single-process loss curve, up to the order of floating-point sums. Rank 0 validates, keeps
+# the averaged (EMA) and best weights, steps the learning-rate schedule, decides when to stop
+# (the other processes follow it), and writes `train_log.csv`, `checkpoint.pt` and the card.
+#
+# Below: copper labelled with ASE's EMT, trained once in this process (Python API) and once on
+# 2 processes (command line), with the same global batch, then the two loss curves side by
+# side. From Python, `train(..., TrainConfig(devices=2))` would do the same, but its processes
+# are *spawned* and re-import the calling script: call it under `if __name__ == "__main__":`
+# (or from a notebook). This tutorial is a plain script without that guard, so it runs the
+# 2-process training through the command line.
+
+# %%
+# (this section's imports, here to keep it self-contained)
+import csv  # noqa: E402
+
+from ase.calculators.emt import EMT  # noqa: E402
+from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
+from ase.io import write  # noqa: E402
+
+from ase_mlmd.errors import WorldSizeMismatchError  # noqa: E402
+from ase_mlmd.train import TrainConfig, train  # noqa: E402
+
+rng = np.random.default_rng(11)
+copper = []
+for _ in range(12 if FAST else 60):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))  # 32 atoms
+    atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
+    atoms.calc = EMT()
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+    copper.append(atoms)
+write(workdir / "cu_emt.extxyz", copper)
+
+DDP_SETTINGS = {
+    "model": "nequip",
+    "cutoff": 4.0,
+    "batch_size": 4,
+    "max_epochs": 2 if FAST else 8,
+    "split": (8, 2, 2) if FAST else (48, 6, 6),
+    "dtype": "float64",  # float64: the two runs agree to ~1e-12, not just ~1e-6
+    "hyperparameters": {"num_features": 8, "num_layers": 1} if FAST else {},
+}
+flags = ["--model", "nequip", "--cutoff", "4.0", "--batch-size", "4", "--dtype", "float64",
+         "--max-epochs", str(DDP_SETTINGS["max_epochs"]),
+         "--split", ",".join(str(n) for n in DDP_SETTINGS["split"])]  # fmt: skip
+if FAST:
+    flags += ["--hyper", "num_features=8,num_layers=1"]
+
+
+def log_rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "train_log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+single = train(workdir / "cu_emt.extxyz", TrainConfig(**DDP_SETTINGS), workdir / "cu_1proc",
+               progress=False)  # fmt: skip
+print(f"1 process: {single.epochs} epochs in {single.wall_time_s:.0f} s")
+command = [sys.executable, "-m", "ase_mlmd.cli.main", "train", "--data",
+           str(workdir / "cu_emt.extxyz"), *flags, "--devices", "2", "--strategy", "ddp",
+           "--no-progress", "-o", str(workdir / "cu_ddp")]  # fmt: skip
+done = subprocess.run(command, capture_output=True, text=True)
+if done.returncode != 0:
+    raise RuntimeError(f"ase-mlmd train --devices 2 failed:\n{done.stderr[-3000:]}")
+print("2 processes:", done.stdout.strip().splitlines()[-2])
+one_process, two_processes = log_rows(workdir / "cu_1proc"), log_rows(workdir / "cu_ddp")
+
+print("epoch | train loss, 1 process | train loss, 2 processes | val force MAE (meV/Å), 1 / 2")
+for a, b in zip(one_process, two_processes, strict=True):
+    loss_a, loss_b = float(a["train_loss"]), float(b["train_loss"])
+    mae_a, mae_b = float(a["val_force_mae_meV_per_A"]), float(b["val_force_mae_meV_per_A"])
+    print(f"{a['epoch']:>5} | {loss_a:.12e} | {loss_b:.12e} | {mae_a:.6f} / {mae_b:.6f}")
+worst = max(
+    abs(float(a[key]) - float(b[key])) / abs(float(a[key]))
+    for a, b in zip(one_process, two_processes, strict=True)
+    for key in ("train_loss", "val_force_mae_meV_per_A")
+)
+print(f"largest relative difference: {worst:.1e}")
+assert worst < 1e-9, "the 2-process run should follow the 1-process loss curve"
+
+# %% [markdown]
+# The checkpoint records how many processes wrote it. A run is resumed by running the same
+# command again (after a crash, Ctrl-C or `kill -9` of all processes): it continues from
+# rank 0's last checkpoint. Resuming with another `--devices` is refused, because the sums
+# would be taken in another order and the resumed run would no longer repeat the interrupted
+# one exactly:
+
+# %%
+try:
+    train(workdir / "cu_emt.extxyz", TrainConfig(**DDP_SETTINGS, devices=1), workdir / "cu_ddp",
+          progress=False)  # fmt: skip
+except WorldSizeMismatchError as err:
+    print("refused:", err)
+
+# %% [markdown]
+# Throughput with 1 and 2 processes on the same model and data is measured by
+# `benchmarks/train_ddp.py` (BENCHMARKS.md, "Distributed training throughput"). On a CPU the
+# processes share the machine's cores, so two processes help only when each has cores of its
+# own; the intended use is one process per GPU.
