@@ -24,6 +24,9 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import BaseCalculator
 
+from ase_mlmd.data.materials import deformed
+from ase_mlmd.observables.trajectory import perpendicular_widths
+
 #: strain amplitudes of the elastic constants (fractions)
 ELASTIC_STRAINS = (0.005, 0.01)
 #: the EOS volume range: V₀(1 ± EOS_VOLUME_RANGE), and its number of points
@@ -82,9 +85,7 @@ def _stress(atoms: Atoms, calc: BaseCalculator) -> np.ndarray:
 
 
 def _scaled_cell(atoms: Atoms, volume_factor: float) -> Atoms:
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array * volume_factor ** (1.0 / 3.0), scale_atoms=True)
-    return out
+    return deformed(atoms, (volume_factor ** (1.0 / 3.0) - 1.0) * np.eye(3))
 
 
 def equation_of_state(
@@ -145,9 +146,7 @@ def _strained(atoms: Atoms, voigt_index: int, strain: float) -> Atoms:
         eps[i, i] = strain
     else:
         eps[i, j] = eps[j, i] = strain / 2.0
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-    return out
+    return deformed(atoms, eps)
 
 
 def _relaxed_stress(atoms: Atoms, calc: BaseCalculator, fmax: float) -> np.ndarray:
@@ -210,7 +209,7 @@ def cubic_elastic_constants(
 def supercell_repeat(crystal: Atoms, min_atoms: int = 100, min_width: float = 0.0) -> int:
     """The smallest n with n³ · len(crystal) ≥ ``min_atoms`` and n × every cell width ≥
     ``min_width`` (Å)."""
-    widths = 1.0 / np.linalg.norm(np.linalg.inv(crystal.cell.array), axis=0)
+    widths = perpendicular_widths(crystal.cell.array)
     n = max(1, math.ceil((min_atoms / len(crystal)) ** (1 / 3) - 1e-9))
     return max(n, math.ceil(min_width / widths.min() - 1e-9))
 

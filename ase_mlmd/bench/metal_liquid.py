@@ -92,8 +92,9 @@ def melt(crystal: Atoms, reference: BaseCalculator, config: LiquidConfig) -> Ato
     the reference's relaxed cell so that every run has the reference's density."""
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-    atoms = crystal.repeat(config.repeat)
-    atoms.set_cell(atoms.cell.array * config.expansion, scale_atoms=True)
+    from ase_mlmd.data.materials import deformed
+
+    atoms = deformed(crystal.repeat(config.repeat), (config.expansion - 1.0) * np.eye(3))
     atoms.calc = reference
     rng = np.random.default_rng(config.seed)
     thermalize_momenta(atoms, temperature_K=config.melt_temperature, rng=rng)
@@ -142,10 +143,10 @@ def liquid_run(
         total=n_eq + n_prod, unit="step", disable=not progress, desc=f"liquid {label}"
     )
     try:
-        for _ in equilibrate.irun(n_eq):
-            bar.update(1)
+        for _ in equilibrate.irun(n_eq):  # irun yields before the first step too
+            bar.update(equilibrate.nsteps - bar.n)
         for _ in prod.irun(n_prod):
-            bar.update(1)
+            bar.update(n_eq + prod.nsteps - bar.n)
             if prod.nsteps % config.every == 0:
                 t = atoms.get_temperature()
                 if not (np.isfinite(atoms.positions).all() and t < 1e5):
@@ -171,9 +172,10 @@ def liquid_observables(run: dict[str, np.ndarray], config: LiquidConfig) -> dict
     from ase_mlmd.observables import compute_rdf
     from ase_mlmd.observables.dynamics import compute_diffusivity, compute_msd, diffusivity_to_si
     from ase_mlmd.observables.rdf import RDF_R_MAX
+    from ase_mlmd.observables.trajectory import perpendicular_widths
 
     positions, cell, numbers = run["positions"], run["cell"], run["numbers"]
-    width = float((1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)).min())
+    width = float(perpendicular_widths(cell).min())
     r_max = min(RDF_R_MAX, 0.5 * width - 1e-6)
     cells = np.broadcast_to(cell, (len(positions), 3, 3))
     r, g = compute_rdf(positions, cells, numbers, pairs="all", r_max=r_max, n_bins=200)

@@ -23,6 +23,7 @@ from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
 from ase_mlmd.errors import PhononSupercellError
+from ase_mlmd.observables.trajectory import perpendicular_widths
 
 #: displacement amplitude, Å
 PHONON_DISPLACEMENT = 0.01
@@ -90,11 +91,6 @@ def calculator_cutoff(calc: BaseCalculator, atoms: Atoms) -> float | None:
     return float(rc) if isinstance(rc, int | float) else None
 
 
-def cell_widths(cell: np.ndarray) -> np.ndarray:
-    """Perpendicular widths (3,) of a cell (3, 3), Å."""
-    return 1.0 / np.linalg.norm(np.linalg.inv(np.asarray(cell, dtype=float)), axis=0)
-
-
 def phonon_repeat(crystal: Atoms, cutoff: float | None, repeat: int | None = None) -> int:
     """The supercell repeat: ``repeat`` if given (checked), else the smallest n with every side
     ≥ 10 Å and ≥ 2 × cutoff.
@@ -102,7 +98,7 @@ def phonon_repeat(crystal: Atoms, cutoff: float | None, repeat: int | None = Non
     Raises:
         PhononSupercellError: ``repeat`` gives a side shorter than twice the cutoff.
     """
-    width = float(cell_widths(crystal.cell.array).min())
+    width = float(perpendicular_widths(crystal.cell.array).min())
     need = max(PHONON_MIN_WIDTH, 2.0 * (cutoff or 0.0))
     if repeat is None:
         return max(1, math.ceil(need / width - 1e-9))
@@ -196,7 +192,7 @@ def fcc_phonons(
         dos_frequencies=np.asarray(dos.frequency_points),
         dos=np.asarray(dos.dos),
         repeat=n,
-        width=float(n * cell_widths(crystal.cell.array).min()),
+        width=float(n * perpendicular_widths(crystal.cell.array).min()),
     )
 
 
@@ -217,7 +213,6 @@ __all__ = [
     "PHONON_DISPLACEMENT",
     "PhononResult",
     "calculator_cutoff",
-    "cell_widths",
     "fcc_phonons",
     "frequency_mae",
     "phonon_repeat",

@@ -119,8 +119,9 @@ def fcc_crystal(structure: Any, a: float | None = None) -> Atoms:
     return atoms
 
 
-def _scaled(atoms: Atoms, strain: np.ndarray) -> Atoms:
-    """``atoms`` deformed by the symmetric strain tensor ``strain`` (3, 3), atoms following."""
+def deformed(atoms: Atoms, strain: np.ndarray) -> Atoms:
+    """A copy of ``atoms`` whose cell is deformed by the strain tensor ``strain`` (3, 3):
+    cell → cell · (1 + strain), the atoms following (scaled positions kept)."""
     out = atoms.copy()
     out.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
     return out
@@ -142,14 +143,14 @@ def metal_segments(
     segments = [(f"crystal_{t:g}K", crystal, t, dt) for t in config.crystal_temperatures]
     for s in config.iso_strains:
         name = f"iso_{100 * s:+g}%"
-        segments.append((name, _scaled(crystal, s * np.eye(3)), config.strain_temperature, dt))
+        segments.append((name, deformed(crystal, s * np.eye(3)), config.strain_temperature, dt))
     for i in range(config.shear_samples):
         e = rng.uniform(-config.shear_max, config.shear_max, (3, 3))
-        segments.append((f"shear_{i}", _scaled(crystal, (e + e.T) / 2), 300.0, dt))
+        segments.append((f"shear_{i}", deformed(crystal, (e + e.T) / 2), 300.0, dt))
     vacancy = crystal.copy()
     del vacancy[0]
     segments += [(f"vacancy_{t:g}K", vacancy, t, dt) for t in config.vacancy_temperatures]
-    liquid = _scaled(crystal, (config.liquid_expansion - 1.0) * np.eye(3))
+    liquid = deformed(crystal, (config.liquid_expansion - 1.0) * np.eye(3))
     segments += [(f"liquid_{t:g}K", liquid, t, dt / 2) for t in config.liquid_temperatures]
     return segments
 
@@ -228,6 +229,7 @@ def frames_of_type(frames: list[Atoms], prefix: str) -> list[Atoms]:
 __all__ = [
     "CONFIG_TYPE_KEY",
     "MetalDatasetConfig",
+    "deformed",
     "fcc_crystal",
     "frames_of_type",
     "metal_segments",
