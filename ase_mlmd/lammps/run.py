@@ -261,7 +261,8 @@ def run_input(
     model: LammpsModel | None = None,
     whole_box: bool = True,
 ) -> Any:
-    """Run the LAMMPS input file ``path`` (relative paths inside it: from its folder).
+    """Run the LAMMPS input file ``path`` in its folder (relative paths in it and in
+    ``cmdargs``, e.g. ``-log``, are taken from there).
 
     Args:
         path: the input file.
@@ -275,11 +276,11 @@ def run_input(
     """
     path = Path(path)
     text = path.read_text()
-    lmp = open_lammps(cmdargs)
-    runner = ModelRunner(lmp, trust=trust, model=model, whole_box=whole_box)
     cwd = Path.cwd()
-    os.chdir(path.parent.resolve())
+    os.chdir(path.parent.resolve())  # LAMMPS' relative paths (log, data, dumps): the input's
     try:
+        lmp = open_lammps(cmdargs)
+        runner = ModelRunner(lmp, trust=trust, model=model, whole_box=whole_box)
         runner.commands(text)
     finally:
         os.chdir(cwd)

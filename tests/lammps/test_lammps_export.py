@@ -116,14 +116,18 @@ def _input(tmp_path, model, pair_coeff: str, units: str = "metal") -> object:
 def test_species_mismatch_is_refused(tmp_path, pair_coeff, message):
     model = prepare_mliap(tiny_species_pair())
     with pytest.raises(LammpsInputError, match=message):
-        run_input(_input(tmp_path, model, pair_coeff), model=model, cmdargs=["-screen", "none"])
+        run_input(
+            _input(tmp_path, model, pair_coeff),
+            model=model,
+            cmdargs=["-log", "none", "-screen", "none"],
+        )
 
 
 def test_units_other_than_metal_are_refused(tmp_path):
     model = prepare_mliap(tiny_species_pair())
     path = _input(tmp_path, model, "pair_coeff * * H O", units="real")
     with pytest.raises(LammpsInputError, match="units metal"):
-        run_input(path, model=model, cmdargs=["-screen", "none"])
+        run_input(path, model=model, cmdargs=["-log", "none", "-screen", "none"])
 
 
 class _Grid:

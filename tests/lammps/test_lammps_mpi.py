@@ -21,7 +21,7 @@ STEPS = 8
 def run_ranks(folder, ranks: int, name: str = "water") -> subprocess.CompletedProcess:
     mpiexec = str(__import__("pathlib").Path(sys.prefix) / "bin" / "mpiexec")
     command = [sys.executable, "-m", "ase_mlmd.lammps", "run", f"in.{name}", "--trust-model"]
-    command += ["--quiet", "-var", "tag", str(ranks)]
+    command += ["--quiet", "-var", "tag", str(ranks), "--log", f"log.{ranks}"]
     env = dict(library_env(), OMP_NUM_THREADS="1")
     return subprocess.run(
         [mpiexec, "-np", str(ranks), *command],
@@ -32,6 +32,20 @@ def run_ranks(folder, ranks: int, name: str = "water") -> subprocess.CompletedPr
         timeout=300,
         check=False,
     )
+
+
+def thermo(log) -> np.ndarray:
+    """The thermo table (rows of numbers after the `Step ...` header) of a LAMMPS log."""
+    rows, inside = [], False
+    for line in open(log).read().splitlines():
+        words = line.split()
+        if words[:1] == ["Step"]:
+            inside = True
+        elif inside and words and all(re.fullmatch(r"[-+.\deE]+", w) for w in words):
+            rows.append([float(w) for w in words])
+        else:
+            inside = False
+    return np.array(rows)
 
 
 def test_one_and_two_ranks_give_the_same_trajectory(tmp_path):
@@ -47,9 +61,12 @@ def test_one_and_two_ranks_give_the_same_trajectory(tmp_path):
     done = run_ranks(tmp_path, 2)  # a fresh `mpiexec -np 2 python -m ase_mlmd.lammps run`
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     lmp = run_input(  # 1 rank: in this process (saves the imports of a third process)
-        path, trust=True, cmdargs=["-log", "none", "-screen", "none", "-var", "tag", "1"]
+        path, trust=True, cmdargs=["-log", "log.1", "-screen", "none", "-var", "tag", "1"]
     )
     lmp.close()
+    thermo_one, thermo_two = thermo(tmp_path / "log.1"), thermo(tmp_path / "log.2")
+    assert thermo_one.shape == (STEPS + 1, 6)  # step temp pe ke etotal press, every step
+    np.testing.assert_allclose(thermo_two, thermo_one, rtol=1e-9, atol=1e-9)  # pressure too
     one = read(tmp_path / "traj.1.dump", index=":", format="lammps-dump-text")
     two = read(tmp_path / "traj.2.dump", index=":", format="lammps-dump-text")
     assert len(one) == len(two) == STEPS // 4 + 1
