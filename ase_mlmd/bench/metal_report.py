@@ -20,6 +20,7 @@ from ase_mlmd.fileio import atomic_write_text
 #: (header, function of a result dict -> value) of the properties table
 COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("a₀ (Å)", lambda r: r["eos"]["a0_A"]),
+    ("V₀ (Å³/atom)", lambda r: r["eos"]["v0_A3_per_atom"]),
     ("E₀ (eV/atom)", lambda r: r["eos"]["e0_eV_per_atom"]),
     ("B (GPa)", lambda r: r["eos"]["bulk_modulus_GPa"]),
     ("C11 (GPa)", lambda r: r["elastic"]["C11"]),
