@@ -253,7 +253,7 @@ def metal_benchmark(
     from ase_mlmd.bench.metal_report import write_metal_report
     from ase_mlmd.bench.protocol import check_model_species
     from ase_mlmd.calculators.registry import load_calculator
-    from ase_mlmd.data.materials import fcc_crystal
+    from ase_mlmd.data.materials import fcc_crystal, read_crystal
     from ase_mlmd.data.readers import read_frames
     from ase_mlmd.data.splits import split_indices
     from ase_mlmd.threads import thread_limit
@@ -266,9 +266,7 @@ def metal_benchmark(
     ref_calc = reference_calc or reference_of(frames, where)
     ref_label = getattr(ref_calc, "reference_name", None) or type(ref_calc).__name__
     if isinstance(structure, str | os.PathLike):
-        from pymatgen.core import Structure
-
-        structure = Structure.from_file(str(structure))
+        structure = read_crystal(structure)
     crystal = fcc_crystal(element if structure is None else structure)
     # a too small phonon supercell fails before any work (reference first, then each model)
     phonon_repeat(crystal, calculator_cutoff(ref_calc, crystal), config.phonon_repeat)

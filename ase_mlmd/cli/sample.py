@@ -135,7 +135,7 @@ class CLICommand:
 def _run_materials(args, options: dict, output: Path, parser):
     import os
 
-    from ase_mlmd.data.materials import MetalDatasetConfig, sample_metal_dataset
+    from ase_mlmd.data.materials import MetalDatasetConfig, read_crystal, sample_metal_dataset
     from ase_mlmd.data.reference import reference_calculator
 
     settings = {
@@ -155,9 +155,7 @@ def _run_materials(args, options: dict, output: Path, parser):
         _fail(parser, str(err))
     structure = args.structure
     if os.path.exists(structure):
-        from pymatgen.core import Structure
-
-        structure = Structure.from_file(structure)
+        structure = read_crystal(structure)
     return sample_metal_dataset(
         structure,
         calc,

@@ -119,6 +119,25 @@ def fcc_crystal(structure: Any, a: float | None = None) -> Atoms:
     return atoms
 
 
+def read_crystal(path: str | os.PathLike):
+    """A crystal file (CIF, POSCAR, ... — anything pymatgen reads) as a pymatgen ``Structure``.
+
+    Raises:
+        StructureFileError: the file is missing or pymatgen cannot read it.
+    """
+    from pymatgen.core import Structure
+
+    from ase_mlmd.errors import StructureFileError
+
+    try:
+        return Structure.from_file(os.fspath(path))
+    except Exception as err:  # pymatgen raises ValueError, FileNotFoundError, ...
+        raise StructureFileError(
+            f"cannot read a crystal from {path} with pymatgen ({type(err).__name__}: {err}); "
+            "give a CIF or POSCAR of the conventional cubic cell, or an element symbol"
+        ) from None
+
+
 def deformed(atoms: Atoms, strain: np.ndarray) -> Atoms:
     """A copy of ``atoms`` whose cell is deformed by the strain tensor ``strain`` (3, 3):
     cell → cell · (1 + strain), the atoms following (scaled positions kept)."""
@@ -232,6 +251,7 @@ __all__ = [
     "deformed",
     "fcc_crystal",
     "frames_of_type",
+    "read_crystal",
     "metal_segments",
     "sample_metal_dataset",
 ]

@@ -123,3 +123,25 @@ def test_cli_sample_materials_bad_element(tmp_path, monkeypatch, capsys):
         main(["sample", "Qx", "--reference", "emt", "--materials", "-o", "x.extxyz"])
     assert exit_info.value.code == 2
     assert "element symbol such as Cu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("not a crystal\n", "cannot read a crystal"), (None, "periodic cubic")],
+    ids=["unreadable", "primitive-cell"],
+)
+def test_cli_sample_materials_bad_crystal_file(tmp_path, monkeypatch, capsys, content, message):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from ase_mlmd.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    if content is None:  # a valid CIF, but of the 1-atom primitive cell
+        AseAtomsAdaptor.get_structure(bulk("Cu", "fcc")).to(filename="bad.cif")
+    else:
+        (tmp_path / "bad.cif").write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "bad.cif", "--reference", "emt", "--materials", "-o", "x.extxyz"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
