@@ -94,11 +94,12 @@ def run_engine(name: str, repeat: int, threads: int, steps: int) -> dict:
     energy0 = float(state.energy[0]) / len(atoms)
     for _ in range(WARMUP):
         state = integrator.step(state).detach()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         state = integrator.step(state).detach()
-    wall = time.perf_counter() - start
-    return {"wall_s": wall, "atom_steps_per_s": len(atoms) * steps / wall, "pe0": energy0}
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"wall_s": wall, "cpu_s": cpu, "atom_steps_per_s": len(atoms) * steps / wall,
+            "pe0": energy0}  # fmt: skip
 
 
 def run_lammps(folder: Path, input_name: str, steps: int, native: bool) -> dict | None:
@@ -119,15 +120,19 @@ def run_lammps(folder: Path, input_name: str, steps: int, native: bool) -> dict 
     n_atoms = int(lmp.get_natoms())
     energy0 = float(lmp.get_thermo("pe")) / n_atoms
     command(f"run {WARMUP}")
-    MPI.COMM_WORLD.Barrier()
-    start = time.perf_counter()
+    comm = MPI.COMM_WORLD
+    comm.Barrier()
+    start, cpu = time.perf_counter(), time.process_time()
     command(f"run {steps}")
-    MPI.COMM_WORLD.Barrier()
-    wall = time.perf_counter() - start
+    comm.Barrier()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    ghosts = comm.allreduce(int(lmp.extract_setting("nghost"))) / comm.Get_size()
+    cpu = comm.allreduce(cpu)  # all ranks (MPI busy-waiting included)
     lmp.close()
-    if MPI.COMM_WORLD.Get_rank() != 0:
+    if comm.Get_rank() != 0:
         return None
-    return {"wall_s": wall, "atom_steps_per_s": n_atoms * steps / wall, "pe0": energy0}
+    return {"wall_s": wall, "cpu_s": cpu, "atom_steps_per_s": n_atoms * steps / wall,
+            "pe0": energy0, "ghosts_per_rank": ghosts}  # fmt: skip
 
 
 def write_inputs(name: str, repeat: int, folder: Path) -> None:
@@ -220,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{name:>6} {n_atoms:>5} atoms  {program:<13} ranks {row['ranks']} threads "
                 f"{threads}: {result['atom_steps_per_s']:>10,.0f} atom-steps/s  pe0/atom "
-                f"{result['pe0']:.8f} eV  (load {load:.1f})",
+                f"{result['pe0']:.8f} eV  cpu {result['cpu_s']:.1f} s  ghosts/rank "
+                f"{result.get('ghosts_per_rank', 0):.0f}  (load {load:.1f})",
                 flush=True,
             )
     report = {
