@@ -59,7 +59,7 @@ def add_arguments(parser) -> None:
     )
     add("--hidden", type=int, default=d.hidden, help=f"embedding width ({d.hidden})")
     add("--layers", type=int, default=d.layers, help=f"message-passing layers ({d.layers})")
-    add("--latent", type=int, default=d.latent, help=f"size of z ({d.latent})")
+    add("--latent", type=int, default=d.latent, help=f"size of each atom's latent z ({d.latent})")
     add(
         "--unrolled",
         type=int,
@@ -88,6 +88,7 @@ def run(args) -> None:
             hidden=args.hidden,
             layers=args.layers,
             latent=args.latent,
+            max_hops=args.max_hops,
             unrolled=args.unrolled,
             beta=args.beta,
             distance_weight=args.distance_weight,

@@ -8,11 +8,14 @@ Programming" (ICML 2021). The model, for a molecule graph G (RDKit features on t
   layer norm) → atom embeddings h (N, H);
 * conformation encoder: the same kind of network whose edge inputs also carry the conformer's
   distances on the extended edges (Gaussian radial basis) — distances only, so it is invariant
-  to rotations, translations and reflections of R — mean-pooled per molecule to the mean and
-  log-variance of a Gaussian posterior q(z | R, G), z in R^L, sampled by reparameterisation;
-  the prior is N(0, I);
-* decoder: an MLP per extended edge (i, j) of (h_i + h_j, h_i * h_j, edge features, z) →
-  distance d_ij = 0.5 Å + softplus(·);
+  to rotations, translations and reflections of R — giving per atom the mean and
+  log-variance of a Gaussian posterior q(z_i | R, G), z_i in R^L (one latent vector per atom,
+  as in CVGAE-style models: a single vector per molecule was measured to collapse, the decoder
+  could not tie its entries to particular torsions), sampled by reparameterisation; the prior
+  is N(0, I) for every atom;
+* decoder: message passing over G on (h_i, z_i) (``latent_layers`` layers), then an MLP per
+  extended edge (i, j) of (g_i + g_j, g_i * g_j, edge features) → distance
+  d_ij = 0.5 Å + softplus(·);
 * coordinates by distance geometry (:func:`.distance_geometry.embed`): the inner problem
   min_X sum_e (|x_i − x_j| − d_e)² solved by preconditioned descent (MDS start + seeded noise,
   4D then 3D); the outer loss is differentiated through the last ``unrolled`` inner steps
@@ -67,7 +70,8 @@ class ConfVAESettings:
     Attributes:
         vocabulary: element symbols the model knows (sorted).
         hidden: width of the embeddings; layers: message-passing layers per encoder.
-        latent: size of z; max_hops: extended-graph hops (3: bonds, angles, torsions).
+        latent: size of each atom's z; latent_layers: decoder message-passing layers over
+            (h, z); max_hops: extended-graph hops (3: bonds, angles, torsions).
         n_rbf: radial basis functions of the conformation encoder (0–8 Å).
         steps_4d, steps, unrolled: inner DG steps in 4D, in 3D, and the unrolled last 3D steps.
         noise: Å, standard deviation of the DG start noise.
@@ -76,7 +80,8 @@ class ConfVAESettings:
     vocabulary: list[str]
     hidden: int = 64
     layers: int = 3
-    latent: int = 8
+    latent: int = 4
+    latent_layers: int = 2
     max_hops: int = 3
     n_rbf: int = 16
     steps_4d: int = 150
@@ -135,9 +140,10 @@ class ConfVAE(nn.Module):
         self.graph_encoder = GraphNetwork(n_atom, n_edge, s.hidden, s.layers)
         self.conf_encoder = GraphNetwork(n_atom, n_edge + s.n_rbf, s.hidden, s.layers)
         self.posterior = _mlp(s.hidden, s.hidden, 2 * s.latent)
+        self.latent_network = GraphNetwork(s.hidden + s.latent, n_edge, s.hidden, s.latent_layers)
         self.edge_embed = nn.Linear(n_edge, s.hidden)
         self.decoder = nn.Sequential(
-            nn.Linear(3 * s.hidden + s.latent, s.hidden),
+            nn.Linear(3 * s.hidden, s.hidden),
             nn.SiLU(),
             nn.Linear(s.hidden, s.hidden),
             nn.SiLU(),
@@ -155,20 +161,21 @@ class ConfVAE(nn.Module):
     def encode(
         self, batch: GraphBatch, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and log-variance (B, L) from conformers ``positions`` (N_tot, 3) Å."""
+        """Posterior mean and log-variance per atom (N_tot, L) from conformers ``positions``
+        (N_tot, 3) Å."""
         d = edge_lengths(positions, batch.edges)
         e = torch.cat([batch.edge_features, self.rbf(d)], -1)
         h = self.conf_encoder(batch.atom_features, batch.edges, e)
-        pooled = torch.zeros(batch.n_molecules, h.shape[1], dtype=h.dtype)
-        pooled = pooled.index_add(0, batch.atom_mol, h) / batch.counts[:, None].to(h.dtype)
-        mean, log_var = self.posterior(pooled).chunk(2, -1)
+        mean, log_var = self.posterior(h).chunk(2, -1)
         return mean, log_var.clamp(-10.0, 10.0)
 
     def decode(self, batch: GraphBatch, z: torch.Tensor) -> torch.Tensor:
-        """Predicted distances (E_tot,) Å on the extended edges for latents ``z`` (B, L)."""
+        """Predicted distances (E_tot,) Å on the extended edges for per-atom latents ``z``
+        (N_tot, L)."""
         h = self.graph_encoder(batch.atom_features, batch.edges, batch.edge_features)
+        h = self.latent_network(torch.cat([h, z], -1), batch.edges, batch.edge_features)
         i, j = batch.edges
-        inputs = [h[i] + h[j], h[i] * h[j], self.edge_embed(batch.edge_features), z[batch.edge_mol]]
+        inputs = [h[i] + h[j], h[i] * h[j], self.edge_embed(batch.edge_features)]
         return 0.5 + nn.functional.softplus(self.decoder(torch.cat(inputs, -1))[:, 0])
 
     def coordinates(
@@ -198,7 +205,7 @@ class ConfVAE(nn.Module):
 
         Returns:
             ``loss`` (scalar), ``msd`` (aligned MSD, Å², batch mean), ``distance`` (Å²),
-            ``kl`` (nats per molecule).
+            ``kl`` (nats per molecule, summed over its atoms).
         """
         mean, log_var = self.encode(batch, positions)
         z = mean
@@ -212,14 +219,15 @@ class ConfVAE(nn.Module):
         rp, _ = batch.pad(positions)
         msd = aligned_msd(xp, rp, mask, reflection=True).mean()
         dist = ((distances - reference) ** 2).mean()
-        kl = 0.5 * (mean**2 + log_var.exp() - 1.0 - log_var).sum(-1).mean()
+        kl_atom = 0.5 * (mean**2 + log_var.exp() - 1.0 - log_var).sum(-1)
+        kl = kl_atom.sum() / batch.n_molecules
         total = msd + distance_weight * dist + beta * kl
         return {"loss": total, "msd": msd, "distance": dist, "kl": kl}
 
     @torch.no_grad()
     def sample(self, batch: GraphBatch, generator: torch.Generator) -> torch.Tensor:
-        """Conformers (N_tot, 3) Å with z from the prior N(0, I) (one z per molecule)."""
-        z = torch.randn(batch.n_molecules, self.settings.latent, generator=generator)
+        """Conformers (N_tot, 3) Å with every atom's z from the prior N(0, I)."""
+        z = torch.randn(batch.atom_features.shape[0], self.settings.latent, generator=generator)
         return self.coordinates(batch, self.decode(batch, z), generator)
 
 

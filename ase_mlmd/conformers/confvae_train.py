@@ -64,9 +64,11 @@ class ConfVAETrainConfig:
     """A ConfVAE training run (architecture, objective, optimiser, stopping, split).
 
     Attributes:
-        hidden, layers, latent, max_hops, n_rbf, steps_4d, steps, unrolled, noise: see
-            :class:`~ase_mlmd.conformers.confvae.ConfVAESettings`.
-        beta: KL weight; distance_weight: weight of the direct distance term (Å²).
+        hidden, layers, latent, latent_layers, max_hops, n_rbf, steps_4d, steps, unrolled,
+            noise: see :class:`~ase_mlmd.conformers.confvae.ConfVAESettings`.
+        beta: KL weight, reached linearly over the first ``kl_warmup_epochs`` epochs (KL
+            annealing against posterior collapse; validation always uses ``beta``);
+            distance_weight: weight of the direct distance term (Å²).
         lr, batch_size: Adam learning rate, conformers per step.
         max_epochs, max_time (s or "20m"), early_stop_patience: stopping rules.
         lr_patience, lr_factor, min_lr: ReduceLROnPlateau on the validation loss.
@@ -79,7 +81,8 @@ class ConfVAETrainConfig:
 
     hidden: int = 64
     layers: int = 3
-    latent: int = 8
+    latent: int = 4
+    latent_layers: int = 2
     max_hops: int = 3
     n_rbf: int = 16
     steps_4d: int = 100
@@ -87,6 +90,7 @@ class ConfVAETrainConfig:
     unrolled: int = 10
     noise: float = 0.3
     beta: float = 0.05
+    kl_warmup_epochs: float = 3.0
     distance_weight: float = 1.0
     lr: float = 1e-3
     batch_size: int = 16
@@ -118,8 +122,8 @@ class ConfVAETrainConfig:
         ):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.lr <= 0 or self.beta < 0 or self.distance_weight < 0:
-            raise ValueError("lr must be > 0, beta and distance_weight >= 0")
+        if self.lr <= 0 or min(self.beta, self.distance_weight, self.kl_warmup_epochs) < 0:
+            raise ValueError("lr must be > 0; beta, kl_warmup_epochs, distance_weight >= 0")
 
     def settings(self, vocabulary: list[str]) -> ConfVAESettings:
         names = {f.name for f in dataclasses.fields(ConfVAESettings)} - {"vocabulary"}
@@ -252,7 +256,7 @@ def train_confvae(
         reason = loop.fit()
         run.ema.model.load_state_dict(run.best["ema"])
         best_model = run.ema.model
-        val = evaluate_loss(best_model, sets["val"], config)
+        val = {"loss": run.best["val_loss"], "rmsd_A": run.best["val_rmsd_A"]}
         test = evaluate_loss(best_model, sets["test"], config) if len(sets["test"]) else None
         counts = {p: len(parts[p]) for p in parts}
         provenance = {
@@ -314,7 +318,8 @@ class _Loop:
             if self.val_s is not None
             else self.step_s * len(self.sets["val"]) / self.config.batch_size
         )
-        due = 1.5 * (self.step_s + 2 * val) + 2.0  # a batch, validation, final val + test
+        test = val * len(self.sets["test"]) / max(len(self.sets["val"]), 1)
+        due = 1.5 * (self.step_s + val + test) + 2.0  # a batch, validation, final test
         return self.elapsed() + due > self.config.max_time
 
     def fit(self) -> str:
@@ -362,7 +367,9 @@ class _Loop:
                     return True
                 tick = time.monotonic()
                 graphs, positions = self.sets["train"].batch(chunks[run.batch])
-                out = run.model.loss(graphs, positions, config.beta, config.distance_weight)
+                warm = (run.steps + 1) / max(config.kl_warmup_epochs * len(chunks), 1e-9)
+                beta = config.beta * min(1.0, warm)
+                out = run.model.loss(graphs, positions, beta, config.distance_weight)
                 run.optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(run.model.parameters(), 10.0)
@@ -393,7 +400,12 @@ class _Loop:
             best = None if run.best is None else run.best["val_loss"]
             if best is None or val["loss"] < best - IMPROVEMENT * abs(best):
                 state = {k: v.detach().clone() for k, v in run.ema.model.state_dict().items()}
-                run.best = {"val_loss": val["loss"], "epoch": run.epoch, "ema": state}
+                run.best = {
+                    "val_loss": val["loss"],
+                    "val_rmsd_A": val["rmsd_A"],
+                    "epoch": run.epoch,
+                    "ema": state,
+                }
                 run.bad_epochs = 0
             else:
                 run.bad_epochs += 1
@@ -410,7 +422,12 @@ class _Loop:
             _write_log(self.checkpoint.parent / LOG_FILE, run.history)
         elif run.best is None:
             state = {k: v.detach().clone() for k, v in run.ema.model.state_dict().items()}
-            run.best = {"val_loss": val["loss"], "epoch": run.epoch, "ema": state}
+            run.best = {
+                "val_loss": val["loss"],
+                "val_rmsd_A": val["rmsd_A"],
+                "epoch": run.epoch,
+                "ema": state,
+            }
         run.batch, run.order = 0, None
         run.loss_sum, run.loss_count = 0.0, 0
         self.save()
