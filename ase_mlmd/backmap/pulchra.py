@@ -176,11 +176,17 @@ class PulchraBackmapper:
         """Heavy-atom positions (F, n_heavy, 3) Å, in the order of :attr:`heavy`."""
         beads = check_cg_frames(cg, self.mapping)
         slot = {int(i): k for k, i in enumerate(self.heavy)}
-        out = np.empty((len(beads), len(self.heavy), 3))
+        out = np.full((len(beads), len(self.heavy), 3), np.nan)
         for f, ca in enumerate(beads):
             for key, x in self._build(ca):
                 if key in self._key:
                     out[f, slot[self._key[key]]] = x
+            if not np.isfinite(out[f]).all():
+                i = int(self.heavy[np.flatnonzero(~np.isfinite(out[f]).all(axis=1))[0]])
+                raise BackmapError(
+                    f"PULCHRA built no (finite) position for atom {self.names[i]} of residue "
+                    f"{int(self.residue_index[i])} in CG frame {f}"
+                )
         return out
 
     def _atoms(self, x: np.ndarray, **info) -> Atoms:
