@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ("ca", "res3")
 
@@ -77,6 +79,20 @@ def residue_groups(pdb: Path) -> tuple[list[list[int]], list[str], list[str]]:
     return groups, types, labels
 
 
+def effective_frames(series: np.ndarray) -> tuple[float, float]:
+    """Statistical inefficiency g = 1 + 2 Σ_k (1 − k/n) ρ_k (summed until ρ_k first drops
+    below 0) of a time series and the effective number of independent frames n / g."""
+    x = np.asarray(series, dtype=float) - np.mean(series)
+    n = len(x)
+    acf = np.correlate(x, x, mode="full")[n - 1 :] / (x @ x)
+    g = 1.0
+    for k in range(1, n):
+        if acf[k] < 0:
+            break
+        g += 2 * (1 - k / n) * acf[k]
+    return g, n / g
+
+
 def stage_prepare(args) -> None:
     from ase.io import read, write
 
@@ -100,10 +116,21 @@ def stage_prepare(args) -> None:
     for name, mapping in maps.items():
         mapping.to_json(args.work / f"map_{name}.json")
         write(args.work / f"cg_test_{name}.extxyz", mapping.apply_positions(test))
+    heavy = atoms.numbers > 1
+    rg = np.array([np.sqrt(((f.positions[heavy] - f.positions[heavy].mean(0)) ** 2).sum(1).mean())
+                   for f in kept])  # fmt: skip
+    ca = [i for i, nm in enumerate(names) if nm == "CA"]
+    end = np.array([np.linalg.norm(f.positions[ca[0]] - f.positions[ca[-1]]) for f in kept])
+    g_rg, n_rg = effective_frames(rg)
+    g_end, n_end = effective_frames(end)
     info = {"frames_total": len(frames), "frame_interval_ps": dt_ps,
             "simulated_ns": frames[-1].info["time_fs"] * 1e-6,
             "equilibration_ps": args.equilibration, "kept": n, "train": n_train,
-            "validation": n_val, "test": len(test)}  # fmt: skip
+            "validation": n_val, "test": len(test),
+            "rg_heavy_mean_sd": [float(rg.mean()), float(rg.std())],
+            "ca_end_to_end_mean_sd": [float(end.mean()), float(end.std())],
+            "inefficiency_rg": g_rg, "effective_frames_rg": n_rg,
+            "inefficiency_end_to_end": g_end, "effective_frames_end_to_end": n_end}  # fmt: skip
     (args.out / "data.json").write_text(json.dumps(info, indent=2) + "\n")
     log(f"prepare: {info}")
 
