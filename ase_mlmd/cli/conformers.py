@@ -33,6 +33,8 @@ class CLICommand:
         ase-mlmd conformers mols.smi --method etkdg+relax --calc gfn2-xtb -o out/
         ase-mlmd conformers reference mols.smi --reference gfn2-xtb -o ref/
         ase-mlmd conformers reference --freesolv -o ref/
+        ase-mlmd conformers train --reference ref/ -o models/confvae    (ConfVAE)
+        ase-mlmd conformers mols.smi --method confvae --model models/confvae/card.toml -o out/
         ase-mlmd conformers eval --reference ref/test --generated out/ -o report/
     """
 
@@ -59,7 +61,14 @@ class CLICommand:
             sub = _eval_parser()
             _run_eval(sub.parse_args(words[1:]), sub)
         elif action == "train" and _train_module() is not None:
-            _train_module().main(words[1:])
+            module = _train_module()
+            sub = argparse.ArgumentParser(
+                prog="ase-mlmd conformers train",
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                description=getattr(module, "DESCRIPTION", None),
+            )
+            module.add_arguments(sub)
+            module.run(sub.parse_args(words[1:]))
         else:
             sub = _generate_parser()
             _run_generate(sub.parse_args(words), sub)

@@ -53,3 +53,10 @@ def test_invalid_smiles_in_file_names_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _run(smi, "-n", "2", "-o", tmp_path / "x.extxyz")
     assert "mols.smi line 2" in capsys.readouterr().err
+
+
+def test_train_action_is_delegated_to_the_confvae_trainer(capsys):
+    with pytest.raises(SystemExit) as info:
+        _run("train", "--help")
+    assert info.value.code == 0
+    assert "ase-mlmd conformers train" in capsys.readouterr().out
