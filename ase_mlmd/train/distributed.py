@@ -23,6 +23,8 @@ Design:
 * **Rank 0 decides**: validation, EMA-based model selection, LR schedule input, stopping rules,
   the CSV log, checkpoints and the card happen on rank 0; the values the other ranks need
   (stop/continue, validation errors) are broadcast from it (:meth:`ProcessGroup.from_main`).
+* **Launcher death**: on Linux each rank asks the kernel to SIGKILL it when the launcher dies,
+  so ``kill -9`` of the launcher (or of everything) leaves no rank behind.
 * **Resume**: all ranks read rank 0's checkpoint; it records the world size, and resuming it
   with another number of processes raises :class:`~ase_mlmd.errors.WorldSizeMismatchError`
   (the optimisation itself does not depend on the world size, but the reduction order does, so
@@ -194,7 +196,17 @@ def launch(worker: Callable[..., Any], args: tuple, size: int, device: torch.dev
     processes = [
         context.Process(
             target=_run_rank,
-            args=(rank, size, store.port, str(device), threads, results, worker, args),
+            args=(
+                rank,
+                size,
+                store.port,
+                str(device),
+                threads,
+                results,
+                worker,
+                args,
+                os.getpid(),
+            ),  # fmt: skip
             name=f"ase-mlmd-train-rank{rank}",
         )
         for rank in range(size)
@@ -259,10 +271,12 @@ def _run_rank(
     results: Any,
     worker: Callable[..., Any],
     args: tuple,
+    launcher: int,
 ) -> None:
     """One spawned rank: join the process group, run ``worker``, report to the launcher."""
     import torch.distributed as dist
 
+    _die_with(launcher)
     if threads is not None and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(threads)
     try:
@@ -292,6 +306,19 @@ def _run_rank(
     dist.destroy_process_group()
     if rank == 0:
         results.put(("result", rank, outcome))
+
+
+def _die_with(launcher: int) -> None:
+    """Have the kernel SIGKILL this rank when the launcher dies (Linux ``PR_SET_PDEATHSIG``):
+    a ``kill -9`` of the launcher must not leave ranks training on, unsupervised, in the
+    output folder whose lock died with it."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != launcher:  # the launcher died before that took effect
+        os._exit(1)
 
 
 def _drain(results: Any) -> list[tuple[str, int, Any]]:
