@@ -113,3 +113,38 @@ def test_cg_frames_of_another_mapping_or_with_nan_are_refused(frames, pairs6):
         model.reconstruct(bad)
     with pytest.raises(BackmapError, match="no training pairs"):
         LinearBackmapper.fit(pairs6.subset([]))
+
+
+def test_cli_fits_on_the_training_block_and_the_card_runs(tmp_path, frames, capsys):
+    from ase.io import write
+
+    from ase_mlmd.cli.main import main
+
+    mapping = girvan_newman(frames[0], 6)
+    mapping.to_json(tmp_path / "map.json")
+    write(tmp_path / "aa.extxyz", frames[:50])
+    out = tmp_path / "lin"
+    main(["backmap", "linear", "--data", str(tmp_path / "aa.extxyz"), "--mapping",
+          str(tmp_path / "map.json"), "--split", "time:0.8,0.1,0.1", "-o", str(out)])  # fmt: skip
+    loaded = load_backmapper(out / "card.toml")
+    expected = LinearBackmapper.fit(BackmapPairs.from_frames(frames[:40], mapping))
+    assert np.allclose(loaded.decoder, expected.decoder)
+    printed = capsys.readouterr().out
+    assert "test RMSD (5 frames)" in printed
+    cg = mapping.apply_positions(frames[45:50])
+    x = np.array([a.positions for a in expected.reconstruct(cg)])
+    heavy = select_atoms(frames[0].numbers, heavy=True)
+    ref = np.array([a.positions for a in frames[45:50]])
+    assert f"heavy atoms {rmsd(ref, x, heavy).mean():.3f} Å" in printed
+
+
+def test_cli_refuses_a_mapping_of_another_molecule(tmp_path, frames, capsys):
+    from ase.build import molecule
+    from ase.io import write
+    from conftest import cli_fails
+
+    girvan_newman(molecule("CH3CH2OH"), 3).to_json(tmp_path / "ethanol.json")
+    write(tmp_path / "aa.extxyz", frames[:10])
+    args = ["--data", str(tmp_path / "aa.extxyz"), "--mapping", str(tmp_path / "ethanol.json")]
+    err = cli_fails(["backmap", "linear", *args, "-o", str(tmp_path / "x")], capsys)
+    assert "MappingError" in err and "has 22 atoms but the mapping was built for 9" in err
