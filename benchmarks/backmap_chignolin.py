@@ -98,13 +98,15 @@ def stage_prepare(args) -> None:
 
     from ase_mlmd.backmap.pulchra import protein_topology
     from ase_mlmd.cg.builders import alpha_carbon, from_groups
+    from ase_mlmd.data.splits import split_indices
 
     frames = read(args.work / "chignolin_340K.extxyz", ":")
     dt_ps = (frames[1].info["time_fs"] - frames[0].info["time_fs"]) / 1000
     kept = [f for f in frames if f.info["time_fs"] / 1000 >= args.equilibration]
     n = len(kept)
-    n_train, n_val = int(0.8 * n), int(0.1 * n)
-    test = kept[n_train + n_val :]
+    split = split_indices(n, (0.8, 0.1, 0.1), ordered=True)  # the blocks `backmap train` takes
+    n_train, n_val = len(split.train), len(split.val)
+    test = [kept[i] for i in split.test]
     write(args.work / "frames.extxyz", kept)
     write(args.work / "test.extxyz", test)
     pdb = args.work / "chignolin.pdb"
@@ -146,9 +148,10 @@ def stage_linear(args) -> None:
 
     from ase_mlmd.backmap.linear import LinearBackmapper
     from ase_mlmd.backmap.pairs import BackmapPairs
+    from ase_mlmd.data.splits import split_indices
 
     frames = read(args.work / "frames.extxyz", ":")
-    train = frames[: int(0.8 * len(frames))]
+    train = [frames[i] for i in split_indices(len(frames), (0.8, 0.1, 0.1), ordered=True).train]
     for name in MAPPINGS:
         mapping = _mapping(args, name)
         model = LinearBackmapper.fit(BackmapPairs.from_frames(train, mapping))
