@@ -157,9 +157,8 @@ def graph_edit(reference: np.ndarray, generated: np.ndarray, numbers: np.ndarray
     a_gen = adjacency(gen, numbers).astype(np.int64)  # (F, S, n, n)
     n_ref = np.maximum(a_ref.sum((-1, -2)), 1)
     diff = a_ref - a_gen
-    absolute = np.abs(diff).sum((-1, -2)) / n_ref
-    signed = diff.sum((-1, -2)) / n_ref
-    return (np.abs(diff).sum((-1, -2)) == 0), absolute, signed
+    edits = np.abs(diff).sum((-1, -2))
+    return edits == 0, edits / n_ref, diff.sum((-1, -2)) / n_ref
 
 
 def bond_separation(n_atoms: int, bonds: np.ndarray) -> np.ndarray:
