@@ -1,0 +1,196 @@
+"""Conformer generation benchmark on the held-out reference molecules (METRICS §5 protocol).
+
+For each test molecule with K reference conformers (GFN2-xTB search, ``ase-mlmd conformers
+reference``), each method generates 2K conformers:
+
+* ``etkdg``: RDKit ETKDGv3, 2K embeddings (seed 0).
+* ``etkdg+relax(gfn2-xtb)``: the same 2K embeddings relaxed with GFN2-xTB (fmax 0.05 eV/Å);
+  reported unpruned (all 2K) and as the package's default output (pruned at 0.25 Å, 6 kcal/mol
+  window, so fewer than 2K).
+* ``etkdg+relax(CARD)``: the same with an ML card (``--ml-card``) on the molecules whose
+  elements the card covers.
+* ``confvae``: samples of a ConfVAE card (``--confvae-model``), when given.
+
+Metrics: COV-R/MAT-R/COV-P/MAT-P (δ = 0.5 Å, heavy atoms, symmetry-aware RMSD), mean and
+median over molecules; the energy of the generated conformers after relaxation with GFN2-xTB
+relative to the reference minimum (ETKDG's relaxed energies are those of the xTB row, as the
+embeddings are the same); wall time per molecule (generation + relaxation, one thread, on the
+shared machine). Results are cached per molecule in OUT/rows.jsonl (a rerun resumes).
+
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/conformers_bench.py \\
+        --reference out/conformers/ref_freesolv --out out/conformers/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ase_mlmd.conformers.generate import embed_etkdg, relax_conformers
+from ase_mlmd.conformers.metrics import energy_above_reference, evaluate_molecule, summarize
+from ase_mlmd.conformers.molecules import mol_to_atoms, with_positions
+from ase_mlmd.conformers.reference import reference_ensembles
+from ase_mlmd.conformers.report import summary_table
+from ase_mlmd.conformers.rmsd import heavy_indices, prune_conformers, symmetry_matches
+from ase_mlmd.conformers.search import KCAL
+from ase_mlmd.data.reference import reference_calculator
+from ase_mlmd.errors import UnsupportedSpeciesError
+from ase_mlmd.fileio import atomic_write_text
+from ase_mlmd.progress import progress_bar
+
+
+def _atoms(mol, positions, energies=None):
+    return [
+        mol_to_atoms(with_positions(mol, p), energy=None if energies is None else energies[k])
+        for k, p in enumerate(positions)
+    ]
+
+
+def bench_molecule(mol_id, ref, xtb, ml_calc, ml_name, confvae_model) -> list[dict]:
+    """Rows (one per method) for one molecule."""
+    smiles = ref[0].info["mapped_smiles"]
+    from ase_mlmd.conformers.molecules import atoms_to_mol
+
+    mol = atoms_to_mol(ref[0])
+    mol.RemoveAllConformers()
+    k = len(ref)
+    ref_e = [a.info["energy"] for a in ref]
+    heavy = heavy_indices(mol)
+    rows = []
+    t0 = time.monotonic()
+    pos = embed_etkdg(mol, 2 * k, seed=0)
+    t_embed = time.monotonic() - t0
+    rows.append({"method": "etkdg", "wall_s": t_embed, **evaluate_molecule(ref, _atoms(mol, pos))})
+    t0 = time.monotonic()
+    rpos, rene, _ = relax_conformers(mol, pos, xtb, fmax=0.05)
+    t_relax = time.monotonic() - t0 + t_embed
+    energy = energy_above_reference(rene, ref_e)
+    rows[0].update(energy)
+    relaxed = _atoms(mol, rpos, rene)
+    rows.append(
+        {"method": "etkdg+relax(gfn2-xtb) 2K", "wall_s": t_relax, **energy,
+         **evaluate_molecule(ref, relaxed)}
+    )  # fmt: skip
+    keep = prune_conformers(rpos[:, heavy], rene, symmetry_matches(mol), 0.25, 6.0 * KCAL)
+    rows.append(
+        {"method": "etkdg+relax(gfn2-xtb) default", "wall_s": t_relax,
+         **energy_above_reference(rene[keep], ref_e),
+         **evaluate_molecule(ref, [relaxed[i] for i in keep])}
+    )  # fmt: skip
+    if ml_calc is not None:
+        try:
+            t0 = time.monotonic()
+            mpos, _, _ = relax_conformers(mol, pos, ml_calc, fmax=0.05)
+            wall = time.monotonic() - t0 + t_embed
+        except UnsupportedSpeciesError:
+            mpos = []  # the card does not cover this molecule's elements
+        if len(mpos):
+            rows.append(
+                {"method": f"etkdg+relax({ml_name})", "wall_s": wall,
+                 **evaluate_molecule(ref, _atoms(mol, mpos))}
+            )  # fmt: skip
+    if confvae_model is not None:
+        from ase_mlmd.conformers.confvae import sample_conformers
+
+        t0 = time.monotonic()
+        gen = sample_conformers(confvae_model, mol, 2 * k, 0)
+        wall = time.monotonic() - t0
+        row = {"method": "confvae", "wall_s": wall, **evaluate_molecule(ref, gen)}
+        gpos = np.array([a.positions for a in gen])
+        _, gene, _ = relax_conformers(mol, gpos, xtb, fmax=0.05)
+        if len(gene):
+            row.update(energy_above_reference(gene, ref_e))
+        rows.append(row)
+    for r in rows:
+        r.update({"id": mol_id, "smiles": smiles})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reference", default="out/conformers/ref_freesolv")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", default="out/conformers/bench")
+    p.add_argument("--ml-card", help="model card for etkdg+relax(CARD)")
+    p.add_argument("--confvae-model", help="ConfVAE card")
+    p.add_argument("--limit", type=int, help="first N molecules only")
+    args = p.parse_args(argv)
+    warnings.simplefilter("ignore")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    refs = reference_ensembles(Path(args.reference) / args.split)
+    ids = sorted(refs)[: args.limit]
+    cache = out / "rows.jsonl"
+    rows = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
+    done = {r["id"] for r in rows}
+    xtb = reference_calculator("gfn2-xtb")
+    ml_calc = ml_name = None
+    if args.ml_card:
+        from ase_mlmd.calculators.registry import load_calculator
+
+        ml_calc = load_calculator(args.ml_card)
+        ml_name = Path(args.ml_card).stem
+    bar = progress_bar(total=len(ids), initial=len(done & set(ids)), desc="bench", unit="mol")
+    for mol_id in ids:
+        if mol_id in done:
+            continue
+        new = bench_molecule(mol_id, refs[mol_id], xtb, ml_calc, ml_name, args.confvae_model)
+        with open(cache, "a") as fh:
+            for r in new:
+                fh.write(json.dumps(r) + "\n")
+        rows.extend(new)
+        bar.update(1)
+    bar.close()
+    rows = [r for r in rows if r["id"] in set(ids)]
+    names = ["cov_r", "mat_r", "cov_p", "mat_p", "e_min", "e_median", "wall_s"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    summaries = {m: summarize([r for r in rows if r["method"] == m], names) for m in methods}
+    table = summary_table(summaries)
+    wall = "\n".join(
+        f"- {m}: {s['wall_s_mean']:.2f} s per molecule (mean), {s['wall_s_median']:.2f} (median)"
+        for m, s in summaries.items()
+    )
+    n_ref = [len(refs[i]) for i in ids]
+    text = (
+        f"# Conformer benchmark ({args.split} split of {args.reference})\n\n"
+        f"{len(ids)} molecules, K = {np.mean(n_ref):.1f} reference conformers on average "
+        f"(median {np.median(n_ref):.0f}); 2K generated per method.\n\n{table}\n"
+        f"Wall time per molecule (one thread, shared machine):\n{wall}\n"
+    )
+    atomic_write_text(out / "summary.md", text)
+    atomic_write_text(out / "summary.json", json.dumps(summaries, indent=1))
+    _plot(rows, methods, out / "cov_mat_methods.png")
+    print(text)
+
+
+def _plot(rows, methods, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for k, m in enumerate(methods):
+        sel = [r for r in rows if r["method"] == m]
+        axes[0].hist([100 * r["cov_r"] for r in sel], bins=np.linspace(0, 100, 11),
+                     histtype="step", lw=2, label=m, color=f"C{k}")  # fmt: skip
+        axes[1].hist([r["mat_r"] for r in sel], bins=np.linspace(0, 1.5, 16),
+                     histtype="step", lw=2, label=m, color=f"C{k}")  # fmt: skip
+    axes[0].set_xlabel("COV-R (%) per molecule, δ = 0.5 Å")
+    axes[1].set_xlabel("MAT-R (Å) per molecule")
+    for ax in axes:
+        ax.set_ylabel("molecules")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
