@@ -14,7 +14,7 @@ Programming" (ICML 2021). The model, for a molecule graph G (RDKit features on t
   could not tie its entries to particular torsions), sampled by reparameterisation; the prior
   is N(0, I) for every atom;
 * decoder: message passing over G on (h_i, z_i) (``latent_layers`` layers), then an MLP per
-  extended edge (i, j) of (g_i + g_j, g_i * g_j, edge features) → distance
+  extended edge (i, j) of (g_i + g_j, g_i * g_j, edge features, z_i + z_j, z_i * z_j) → distance
   d_ij = 0.5 Å + softplus(·);
 * coordinates by distance geometry (:func:`.distance_geometry.embed`): the inner problem
   min_X sum_e (|x_i − x_j| − d_e)² solved by preconditioned descent (MDS start + seeded noise,
@@ -115,15 +115,32 @@ class MessagePassing(nn.Module):
 
 
 class GraphNetwork(nn.Module):
-    """Atom embedding + ``layers`` message-passing layers → (N, hidden)."""
+    """Atom embedding + ``layers`` message-passing layers → (N, hidden).
 
-    def __init__(self, n_atom: int, n_edge: int, hidden: int, layers: int) -> None:
+    ``edge_input=True`` adds to each atom's initial embedding the mean over its edges of an
+    embedding of the edge inputs, so that edge information (the conformer's distances in the
+    conformation encoder) enters every atom at full strength before any message passing (fed
+    only through the messages it was attenuated ~100x by three residual + layer-norm layers at
+    initialisation, and the posterior collapsed).
+    """
+
+    def __init__(
+        self, n_atom: int, n_edge: int, hidden: int, layers: int, edge_input: bool = False
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(n_atom, hidden)
+        self.edge_input = _mlp(n_edge, hidden, hidden) if edge_input else None
         self.layers = nn.ModuleList(MessagePassing(hidden, n_edge) for _ in range(layers))
 
     def forward(self, x: torch.Tensor, edges: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
+        if self.edge_input is not None:
+            i, j = edges
+            m = self.edge_input(e)
+            total = torch.zeros_like(h).index_add(0, i, m).index_add(0, j, m)
+            count = torch.zeros(h.shape[0], dtype=h.dtype).index_add(0, i, torch.ones_like(m[:, 0]))
+            count = count.index_add(0, j, torch.ones_like(m[:, 0])).clamp(min=1.0)
+            h = h + total / count[:, None]
         for layer in self.layers:
             h = layer(h, edges, e)
         return h
@@ -138,12 +155,12 @@ class ConfVAE(nn.Module):
         s = settings
         n_atom, n_edge = atom_feature_size(s.vocabulary), edge_feature_size(s.max_hops)
         self.graph_encoder = GraphNetwork(n_atom, n_edge, s.hidden, s.layers)
-        self.conf_encoder = GraphNetwork(n_atom, n_edge + s.n_rbf, s.hidden, s.layers)
+        self.conf_encoder = GraphNetwork(n_atom, n_edge + s.n_rbf, s.hidden, s.layers, True)
         self.posterior = _mlp(s.hidden, s.hidden, 2 * s.latent)
         self.latent_network = GraphNetwork(s.hidden + s.latent, n_edge, s.hidden, s.latent_layers)
         self.edge_embed = nn.Linear(n_edge, s.hidden)
         self.decoder = nn.Sequential(
-            nn.Linear(3 * s.hidden, s.hidden),
+            nn.Linear(3 * s.hidden + 2 * s.latent, s.hidden),
             nn.SiLU(),
             nn.Linear(s.hidden, s.hidden),
             nn.SiLU(),
@@ -176,6 +193,7 @@ class ConfVAE(nn.Module):
         h = self.latent_network(torch.cat([h, z], -1), batch.edges, batch.edge_features)
         i, j = batch.edges
         inputs = [h[i] + h[j], h[i] * h[j], self.edge_embed(batch.edge_features)]
+        inputs += [z[i] + z[j], z[i] * z[j]]  # a direct path from the latents to each distance
         return 0.5 + nn.functional.softplus(self.decoder(torch.cat(inputs, -1))[:, 0])
 
     def coordinates(
