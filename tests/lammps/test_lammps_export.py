@@ -78,6 +78,19 @@ def test_lennard_jones_card_needs_species_and_matches(tmp_path):
     np.testing.assert_allclose(virial, ref[2], atol=1e-8)
 
 
+def test_float32_export_matches_to_float32_precision(tmp_path):
+    model = tiny_species_pair()
+    exported = prepare_mliap(model, dtype="float32")
+    assert exported.dtype == __import__("torch").float32
+    assert model.dtype == __import__("torch").float64  # the caller's model is left alone
+    atoms = water_box(seed=2)
+    energy, forces, _ = lammps_results(exported, atoms, tmp_path)
+    ref_energy, ref_forces, _ = reference(model, atoms)  # the float64 original
+    assert energy == pytest.approx(ref_energy, abs=1e-5)
+    np.testing.assert_allclose(forces, ref_forces, atol=1e-5)
+    assert np.abs(forces - ref_forces).max() > 0.0  # float32 really ran
+
+
 def test_saved_file_loads_only_with_trust(tmp_path):
     path = tmp_path / "pair.pt"
     export_mliap(tiny_species_pair(), path)
