@@ -81,12 +81,13 @@ def run_one(scheme: str, n: int, frames, args) -> dict:
     split = split_indices(len(frames), (0.8, 0.1, 0.1), ordered=True)
     mapping, info = build_mapping(scheme, n, frames, split.train, args.autograin_time)
     info["mapping_s"] = time.monotonic() - tick
-    (MODELS / f"{scheme}_{n}").mkdir(parents=True, exist_ok=True)
-    mapping.to_json(MODELS / f"{scheme}_{n}" / "map.json")
+    models = Path(args.models) / f"{scheme}_{n}"
+    models.mkdir(parents=True, exist_ok=True)
+    mapping.to_json(models / "map.json")
     hyper = CGVAEHyper(features=args.features, beta=args.beta, gamma=args.gamma)
     config = BackmapTrainConfig(hyper=hyper, centre="geometry", max_time=args.max_time,
-                                batch_size=args.batch_size, lr=args.lr)  # fmt: skip
-    result = train_backmapper(frames, mapping, MODELS / f"{scheme}_{n}", config,
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed)  # fmt: skip
+    result = train_backmapper(frames, mapping, models, config,
                               progress=False, command="benchmarks/backmap_ala2.py")  # fmt: skip
     pairs = BackmapPairs.from_frames(frames, mapping, centre="geometry")
     test = np.asarray(split.test)
@@ -104,7 +105,7 @@ def run_one(scheme: str, n: int, frames, args) -> dict:
     linear = LinearBackmapper.fit(pairs.subset(split.train))
     lin = linear.positions(cg_atoms)[:, None]
     row = {
-        "scheme": scheme, "n_beads": n, **info,
+        "scheme": scheme, "n_beads": n, "seed": args.seed, "max_time_s": args.max_time, **info,
         "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
                   "wall_time_s": result.wall_time_s, "stop_reason": result.stop_reason},
         "cgvae_autoencode": backmap_metrics(ref, auto, numbers, bonds),
@@ -218,6 +219,8 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0, help="CGVAE seed (init, batches, noise)")
+    parser.add_argument("--models", default=str(MODELS), help="folder of the trained models")
     parser.add_argument("--report", action="store_true", help="only write the report")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
