@@ -224,8 +224,8 @@ class EpochLoop:
         )
         try:
             while run.batch < len(chunks):
-                if self.group.from_main(self.out_of_time):
-                    return True
+                if config.max_time is not None and self.group.from_main(self.out_of_time):
+                    return True  # (no max_time: every rank knows, nothing to broadcast)
                 tick = time.monotonic()
                 run.optimizer.zero_grad(set_to_none=True)
                 loss = self.group.reduce_gradients(run.model, self.backward(chunks[run.batch]))

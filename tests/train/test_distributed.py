@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -29,6 +30,9 @@ from ase_mlmd.calculators.cards import load_state_dict, read_card
 from ase_mlmd.errors import WorldSizeMismatchError
 from ase_mlmd.train import TrainConfig, train
 from ase_mlmd.train.checkpoint import load_train_checkpoint
+from ase_mlmd.train.distributed import ProcessGroup
+from ase_mlmd.train.loss import Errors
+from ase_mlmd.train.trainer import _train
 
 #: 7 training frames in batches of 3: batches of 3, 3 and 1 frames, so the last batch leaves
 #: rank 1 without a frame (its share contributes a zero gradient)
@@ -164,6 +168,42 @@ def test_bad_process_settings_are_refused_naming_the_setting(dataset, tmp_path):
         TrainConfig(devices=2, strategy="fsdp")
     with pytest.raises(ValueError, match="trains in one process"):  # nothing spawned
         train(dataset, TrainConfig(devices=2), tmp_path, model=torch.nn.Linear(1, 1))
+
+
+class FollowerRank(ProcessGroup):
+    """Rank 1 of 2 without a real process group: "rank 0" (this stub) says stop after
+    ``epochs`` epochs and answers validation with fixed errors; gradients stay as they are."""
+
+    rank, size = 1, 2
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.decisions, self.steps = epochs, 0, 0
+
+    def reduce_gradients(self, model, loss: float) -> float:
+        self.steps += 1
+        return loss
+
+    def from_main(self, compute):
+        if compute.__name__ == "stop_reason":
+            self.decisions += 1
+            return "early_stopping" if self.decisions > self.epochs else None
+        return Errors(1e-3, 1e-2, 5e-2, 2)  # rank 0's validation
+
+
+def test_other_ranks_follow_rank0_and_write_nothing(dataset, tmp_path):
+    """A non-zero rank trains its shard, stops when rank 0 says so (not by its own rules:
+    max_epochs is 3), validates nothing itself (it holds no validation frames) and writes no
+    file: checkpoint, log, split and card are rank 0's."""
+    follower = FollowerRank(epochs=1)
+    config = TrainConfig(**CONFIG)
+    out = tmp_path / "rank1"
+    options = {"data_format": None, "energy_unit": None, "resume": True, "progress": False,
+               "command": None, "model": None, "export": None}  # fmt: skip
+    result = _train(dataset, config, out, torch.device("cpu"), time.monotonic(), **options,
+                    group=follower)  # fmt: skip
+    assert result is None
+    assert follower.decisions == 2 and follower.steps == 3  # 1 epoch of 3 batches
+    assert not out.exists() or not any(out.iterdir())
 
 
 def _log(path) -> np.ndarray:
