@@ -151,8 +151,8 @@ def check_world_size(stored: dict[str, Any], size: int, checkpoint: Path) -> Non
         raise WorldSizeMismatchError(
             f"the checkpoint {checkpoint} was written by a run on {before} process(es) "
             f"(--devices {before}); this run has {size} (--devices {size}). Resume it with "
-            f"--devices {before} (TrainConfig(devices={before})) so that it repeats the "
-            "interrupted run exactly, or pass --no-resume (resume=False) to start afresh"
+            f"--devices {before} (Python: TrainConfig(devices={before})), so that it repeats "
+            "the interrupted run exactly, or start afresh with resume=False (CLI: --no-resume)"
         )
 
 
