@@ -157,6 +157,10 @@ class ConfVAE(nn.Module):
         self.graph_encoder = GraphNetwork(n_atom, n_edge, s.hidden, s.layers)
         self.conf_encoder = GraphNetwork(n_atom, n_edge + s.n_rbf, s.hidden, s.layers, True)
         self.posterior = _mlp(s.hidden, s.hidden, 2 * s.latent)
+        with torch.no_grad():  # start with a narrow posterior (std e^-2): a posterior that
+            # starts at std 1 drowns the encoder's small initial signal in noise and the decoder
+            # learns to ignore z before the encoder learns to fill it (posterior collapse)
+            self.posterior[-1].bias[s.latent :] = -4.0
         self.latent_network = GraphNetwork(s.hidden + s.latent, n_edge, s.hidden, s.latent_layers)
         self.edge_embed = nn.Linear(n_edge, s.hidden)
         self.decoder = nn.Sequential(

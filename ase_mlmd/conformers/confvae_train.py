@@ -89,7 +89,7 @@ class ConfVAETrainConfig:
     steps: int = 100
     unrolled: int = 10
     noise: float = 0.3
-    beta: float = 0.05
+    beta: float = 0.001
     kl_warmup_epochs: float = 3.0
     distance_weight: float = 1.0
     lr: float = 1e-3
