@@ -16,8 +16,9 @@ EXAMPLES = """examples:
 """
 
 DESCRIPTION = (
-    "Train ConfVAE (graph + conformation encoders, latent z, decoder of 1-3-hop distances, "
-    "coordinates by differentiable distance geometry) on reference ensembles (*.extxyz under "
+    "Train ConfVAE (graph + conformation encoders, latent z, decoder of distances between atoms "
+    "up to --max-hops bonds apart, coordinates by differentiable distance geometry) on "
+    "reference ensembles (*.extxyz under "
     "--reference, as written by 'ase-mlmd conformers reference'). A reference folder with "
     "train/ val/ test/ subfolders keeps its split by molecule; a flat one is split with "
     "--split and --seed. Writes OUTPUT/card.toml + weights (safetensors), checkpoint.pt, "
@@ -60,6 +61,12 @@ def add_arguments(parser) -> None:
     add("--hidden", type=int, default=d.hidden, help=f"embedding width ({d.hidden})")
     add("--layers", type=int, default=d.layers, help=f"message-passing layers ({d.layers})")
     add("--latent", type=int, default=d.latent, help=f"size of each atom's latent z ({d.latent})")
+    add(
+        "--max-hops",
+        type=int,
+        default=d.max_hops,
+        help=f"decode distances of atom pairs up to this many bonds apart ({d.max_hops})",
+    )
     add(
         "--unrolled",
         type=int,

@@ -149,3 +149,23 @@ def test_bad_input_raises_specific_errors(trained, tmp_path):
     other.write_text('name = "lj"\nbackend = "lennard-jones"\nspecies = ["Ar"]\ncutoff = 8.0\n')
     with pytest.raises(CardError, match="not a ConfVAE card"):
         sample_conformers(other, mol_from_smiles("CCO"), 1)
+
+
+def test_cli_trains_a_card_and_names_bad_flags(reference, tmp_path, capsys):
+    from ase_mlmd.cli.main import main
+
+    tiny = ["--hidden", "8", "--layers", "1", "--latent", "2", "--max-hops", "2"]
+    out = tmp_path / "cli"
+    main(["conformers", "train", "--reference", str(reference), "--max-epochs", "1", *tiny,
+          "--no-progress", "-o", str(out)])  # fmt: skip
+    assert "card:" in capsys.readouterr().out
+    assert load_confvae(out / "card.toml").settings.max_hops == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["conformers", "train", "--reference", str(tmp_path / "nowhere"), "-o", str(out)])
+    assert stop.value.code == 2
+    assert "--reference" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["conformers", "train", "--reference", str(reference), "--split", "0.8,x,0.1",
+              "-o", str(tmp_path / "other")])  # fmt: skip
+    assert stop.value.code == 2
+    assert "--split" in capsys.readouterr().err
