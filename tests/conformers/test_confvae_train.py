@@ -169,3 +169,18 @@ def test_cli_trains_a_card_and_names_bad_flags(reference, tmp_path, capsys):
               "-o", str(tmp_path / "other")])  # fmt: skip
     assert stop.value.code == 2
     assert "--split" in capsys.readouterr().err
+
+
+def test_samples_keep_the_specified_stereocentres(trained):
+    from rdkit import Chem
+
+    from ase_mlmd.conformers.molecules import atoms_to_mol
+
+    for smiles in ("C[C@H](O)CC", "C[C@@H](O)CC"):
+        mol = mol_from_smiles(smiles)
+        wanted = Chem.FindMolChiralCenters(mol)
+        samples = atoms_to_mol(sample_conformers(trained.card_path, mol, 4, seed=2))
+        for conf in samples.GetConformers():
+            copy = Chem.Mol(samples)
+            Chem.AssignStereochemistryFrom3D(copy, confId=conf.GetId())
+            assert Chem.FindMolChiralCenters(copy) == wanted
