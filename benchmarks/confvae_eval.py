@@ -2,7 +2,8 @@
 
 METRICS §5: for each test molecule with K reference conformers, 2K conformers are generated;
 heavy-atom symmetry-aware best RMSD (RDKit GetBestRMS definition, here the vectorised
-:func:`ase_mlmd.conformers.rmsd.best_rmsd_matrix`), delta = 0.5 Å:
+:func:`ase_mlmd.conformers.rmsd.best_rmsd_matrix`), delta = 0.5 Å, the package's
+:func:`ase_mlmd.conformers.metrics.coverage_matching`:
 COV-R = share of references with a generated conformer within delta, MAT-R = mean over
 references of the smallest RMSD to a generated one; COV-P/MAT-P the same over generated
 conformers. Mean and median over molecules. Conformers are compared as generated (no
@@ -26,22 +27,10 @@ from rdkit.Chem import AllChem
 
 from ase_mlmd.conformers.confvae import sample_conformers
 from ase_mlmd.conformers.confvae_data import read_reference
+from ase_mlmd.conformers.metrics import DELTA, coverage_matching
 from ase_mlmd.conformers.rmsd import best_rmsd_matrix, heavy_indices, symmetry_matches
 from ase_mlmd.errors import UnsupportedSpeciesError
 from ase_mlmd.fileio import atomic_write_text
-
-DELTA = 0.5
-
-
-def coverage(rmsd: np.ndarray, delta: float = DELTA) -> dict[str, float]:
-    """COV/MAT from an RMSD matrix [K references, G generated], Å."""
-    to_ref, to_gen = rmsd.min(axis=1), rmsd.min(axis=0)
-    return {
-        "cov_r": float((to_ref < delta).mean()),
-        "mat_r": float(to_ref.mean()),
-        "cov_p": float((to_gen < delta).mean()),
-        "mat_p": float(to_gen.mean()),
-    }
 
 
 def etkdg(mol: Chem.Mol, n: int, seed: int) -> np.ndarray:
@@ -77,11 +66,11 @@ def main() -> None:
             skipped.append({"mol_id": m.mol_id, "reason": str(err)})
             continue
         coords = np.stack([a.positions for a in gen])[:, heavy]
-        row["confvae"] = coverage(best_rmsd_matrix(ref, coords, matches))
+        row["confvae"] = coverage_matching(best_rmsd_matrix(ref, coords, matches))
         tick = time.perf_counter()
         base = etkdg(m.mol, 2 * k, args.seed)
         times["etkdg"] += time.perf_counter() - tick
-        row["etkdg"] = coverage(best_rmsd_matrix(ref, base[:, heavy], matches))
+        row["etkdg"] = coverage_matching(best_rmsd_matrix(ref, base[:, heavy], matches))
         rows.append(row)
         print(m.mol_id, k, row["confvae"], row["etkdg"], flush=True)
     summary = {"n_molecules": len(rows), "skipped": skipped, "delta_A": DELTA}
