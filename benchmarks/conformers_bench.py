@@ -52,8 +52,9 @@ def _atoms(mol, positions, energies=None):
     ]
 
 
-def bench_molecule(mol_id, ref, xtb, ml_calc, ml_name, confvae_model) -> list[dict]:
-    """Rows (one per method) for one molecule."""
+def bench_molecule(mol_id, ref, group, xtb, ml_calc, ml_name, confvae_model) -> list[dict]:
+    """Rows (one per method) of one method group (``xtb``: ETKDG and ETKDG + GFN2-xTB; ``ml``:
+    ETKDG + the ML card; ``confvae``) for one molecule."""
     smiles = ref[0].info["mapped_smiles"]
     from ase_mlmd.conformers.molecules import atoms_to_mol
 
@@ -62,10 +63,22 @@ def bench_molecule(mol_id, ref, xtb, ml_calc, ml_name, confvae_model) -> list[di
     k = len(ref)
     ref_e = [a.info["energy"] for a in ref]
     heavy = heavy_indices(mol)
-    rows = []
     t0 = time.monotonic()
     pos = embed_etkdg(mol, 2 * k, seed=0)
     t_embed = time.monotonic() - t0
+    if group == "ml":
+        rows = _ml_rows(mol, ref, pos, t_embed, ml_calc, ml_name)
+    elif group == "confvae":
+        rows = _confvae_rows(mol, ref, ref_e, xtb, confvae_model)
+    else:
+        rows = _xtb_rows(mol, ref, ref_e, pos, t_embed, xtb, heavy)
+    for r in rows:
+        r.update({"id": mol_id, "smiles": smiles, "group": group})
+    return rows
+
+
+def _xtb_rows(mol, ref, ref_e, pos, t_embed, xtb, heavy):
+    rows = []
     rows.append({"method": "etkdg", "wall_s": t_embed, **evaluate_molecule(ref, _atoms(mol, pos))})
     t0 = time.monotonic()
     rpos, rene, _ = relax_conformers(mol, pos, xtb, fmax=0.05)
@@ -83,18 +96,30 @@ def bench_molecule(mol_id, ref, xtb, ml_calc, ml_name, confvae_model) -> list[di
          **energy_above_reference(rene[keep], ref_e),
          **evaluate_molecule(ref, [relaxed[i] for i in keep])}
     )  # fmt: skip
+    return rows
+
+
+def _ml_rows(mol, ref, pos, t_embed, ml_calc, ml_name):
+    rows = []
     if ml_calc is not None:
         try:
             t0 = time.monotonic()
             mpos, _, _ = relax_conformers(mol, pos, ml_calc, fmax=0.05)
             wall = time.monotonic() - t0 + t_embed
         except UnsupportedSpeciesError:
-            mpos = []  # the card does not cover this molecule's elements
+            return rows  # the card does not cover this molecule's elements
+        row = {"method": f"etkdg+relax({ml_name})", "wall_s": wall}
+        # fraction of relaxations that changed bonds or stereo (dropped)
+        row["broken"] = 1.0 - len(mpos) / len(pos)
         if len(mpos):
-            rows.append(
-                {"method": f"etkdg+relax({ml_name})", "wall_s": wall,
-                 **evaluate_molecule(ref, _atoms(mol, mpos))}
-            )  # fmt: skip
+            row.update(evaluate_molecule(ref, _atoms(mol, mpos)))
+        rows.append(row)
+    return rows
+
+
+def _confvae_rows(mol, ref, ref_e, xtb, confvae_model):
+    rows = []
+    k = len(ref)
     if confvae_model is not None:
         from ase_mlmd.conformers.confvae import sample_conformers
 
@@ -107,8 +132,6 @@ def bench_molecule(mol_id, ref, xtb, ml_calc, ml_name, confvae_model) -> list[di
         if len(gene):
             row.update(energy_above_reference(gene, ref_e))
         rows.append(row)
-    for r in rows:
-        r.update({"id": mol_id, "smiles": smiles})
     return rows
 
 
@@ -120,6 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ml-card", help="model card for etkdg+relax(CARD)")
     p.add_argument("--confvae-model", help="ConfVAE card")
     p.add_argument("--limit", type=int, help="first N molecules only")
+    p.add_argument(
+        "--group",
+        choices=("xtb", "ml", "confvae"),
+        default="xtb",
+        help="xtb: ETKDG and ETKDG + GFN2-xTB; ml: ETKDG + --ml-card; confvae: --confvae-model",
+    )
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     out = Path(args.out)
@@ -128,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     ids = sorted(refs)[: args.limit]
     cache = out / "rows.jsonl"
     rows = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
-    done = {r["id"] for r in rows}
+    done = {r["id"] for r in rows if r.get("group", "xtb") == args.group}
     xtb = reference_calculator("gfn2-xtb")
     ml_calc = ml_name = None
     if args.ml_card:
@@ -140,20 +169,34 @@ def main(argv: list[str] | None = None) -> None:
     for mol_id in ids:
         if mol_id in done:
             continue
-        new = bench_molecule(mol_id, refs[mol_id], xtb, ml_calc, ml_name, args.confvae_model)
+        new = bench_molecule(
+            mol_id, refs[mol_id], args.group, xtb, ml_calc, ml_name, args.confvae_model
+        )
         with open(cache, "a") as fh:
-            for r in new:
+            for r in new or [{"id": mol_id, "group": args.group, "method": None}]:
                 fh.write(json.dumps(r) + "\n")
         rows.extend(new)
         bar.update(1)
     bar.close()
-    rows = [r for r in rows if r["id"] in set(ids)]
-    names = ["cov_r", "mat_r", "cov_p", "mat_p", "e_min", "e_median", "wall_s"]
+    rows = [r for r in rows if r["id"] in set(ids) and r["method"] is not None]
+    names = ["cov_r", "mat_r", "cov_p", "mat_p", "e_min", "e_median", "wall_s", "broken"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summaries = {m: summarize([r for r in rows if r["method"] == m], names) for m in methods}
+    for m, s in summaries.items():
+        s["n_valid"] = sum(1 for r in rows if r["method"] == m and "cov_r" in r)
     table = summary_table(summaries)
     wall = "\n".join(
         f"- {m}: {s['wall_s_mean']:.2f} s per molecule (mean), {s['wall_s_median']:.2f} (median)"
+        + (
+            f"; relaxations that broke bonds: {100 * s['broken_mean']:.0f} %"
+            if "broken_mean" in s
+            else ""
+        )
+        + (
+            f"; molecules with a valid conformer: {s.get('n_valid', 0)}"
+            if "broken_mean" in s
+            else ""
+        )
         for m, s in summaries.items()
     )
     n_ref = [len(refs[i]) for i in ids]

@@ -112,6 +112,16 @@ def _reference_parser() -> argparse.ArgumentParser:
     p.add_argument("--rmsd", type=float, default=0.25, help="duplicate threshold, Å (0.25)")
     p.add_argument("--window", type=float, default=6.0, help="energy window, kcal/mol (6)")
     p.add_argument("--limit", type=int, help="stop after N molecules (default: all)")
+    p.add_argument(
+        "--splits",
+        default="test,train,val",
+        help="parts of the split to compute, comma-separated (test,train,val)",
+    )
+    p.add_argument(
+        "--extended-start",
+        action="store_true",
+        help="also quench the all-torsions-at-180° copy of the first structure (chains)",
+    )
     return p
 
 
@@ -129,11 +139,13 @@ def _run_reference(args, parser) -> None:
         args.output,
         method=args.reference,
         limit=args.limit,
+        splits=tuple(args.splits.split(",")),
         max_gradients=args.max_gradients,
         max_seconds=args.max_seconds,
         patience=args.patience,
         rmsd=args.rmsd,
         window=args.window,
+        **({"extended_start": True} if args.extended_start else {}),
     )
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"{ok} of {len(records)} molecules done in {args.output}", file=sys.stdout)

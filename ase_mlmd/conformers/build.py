@@ -30,7 +30,13 @@ from scipy.optimize import minimize
 from ase_mlmd.conformers.molecules import with_positions
 from ase_mlmd.errors import InvalidMoleculeError
 
-__all__ = ["embed_from_graph", "rotate_about_bond", "side_of_bond", "stereo_matches"]
+__all__ = [
+    "embed_from_graph",
+    "extended_geometry",
+    "rotate_about_bond",
+    "side_of_bond",
+    "stereo_matches",
+]
 
 _BOND_SCALE = {
     Chem.BondType.SINGLE: 1.0,
@@ -224,3 +230,34 @@ def _chiral_terms(mol: Chem.Mol, pos: np.ndarray, wrong: set[int]):
         centres.append([c, *nbs])
         signs.append(-sign if c in wrong else sign)
     return np.array(centres, dtype=int).reshape(-1, 4), np.array(signs, dtype=float)
+
+
+def _dihedral(p: np.ndarray, a: int, b: int, c: int, d: int) -> float:
+    b0, b1, b2 = p[a] - p[b], p[c] - p[b], p[d] - p[c]
+    b1 = b1 / np.linalg.norm(b1)
+    v = b0 - np.dot(b0, b1) * b1
+    w = b2 - np.dot(b2, b1) * b1
+    return float(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))
+
+
+def extended_geometry(
+    mol: Chem.Mol, positions: np.ndarray, torsions: list[tuple[int, int, np.ndarray]]
+) -> np.ndarray:
+    """``positions`` with every torsion (i, j, atoms on j's side) turned so that the dihedral
+    of the heaviest neighbours a-i-j-b is 180° (all-anti chains, planar conjugated rotors):
+    one systematic start of the conformer search besides the random kicks."""
+    pos = positions.copy()
+    z = [a.GetAtomicNum() for a in mol.GetAtoms()]
+    for i, j, side in torsions:
+        ni = [n.GetIdx() for n in mol.GetAtomWithIdx(i).GetNeighbors() if n.GetIdx() != j]
+        nj = [n.GetIdx() for n in mol.GetAtomWithIdx(j).GetNeighbors() if n.GetIdx() != i]
+        if not ni or not nj:
+            continue
+        a = max(ni, key=lambda k: (z[k], -k))
+        b = max(nj, key=lambda k: (z[k], -k))
+        turn = np.pi - _dihedral(pos, a, i, j, b)
+        trial = rotate_about_bond(pos, i, j, side, turn)
+        if abs(abs(_dihedral(trial, a, i, j, b)) - np.pi) > 1e-3:
+            trial = rotate_about_bond(pos, i, j, side, -turn)
+        pos = trial
+    return pos

@@ -145,6 +145,7 @@ def generate_reference(
     method: str = "gfn2-xtb",
     seed: int = 0,
     limit: int | None = None,
+    splits: tuple[str, ...] = SPLIT_ORDER,
     **search: float,
 ) -> list[dict[str, str]]:
     """Compute (or resume) the reference ensembles of ``records`` into ``folder``.
@@ -156,6 +157,7 @@ def generate_reference(
         method: reference calculator name (:func:`ase_mlmd.data.reference.reference_calculator`).
         seed: base seed; molecule k of the selection uses ``seed + k``.
         limit: stop after this many molecules newly done in this call (None: all).
+        splits: the parts to compute (others are skipped), in :data:`SPLIT_ORDER`.
         **search: keyword arguments of :func:`~.search.conformer_search` (``max_gradients``,
             ``patience``, ``rmsd``, ``window``, ``max_seconds``, ...).
 
@@ -199,7 +201,8 @@ def generate_reference(
         rows = read_index(folder)
         done = {r["id"] for r in rows}
         seeds = {r.id: seed + k for k, r in enumerate(records)}
-        todo = [r for part in SPLIT_ORDER for r in records if split[r.id] == part]
+        parts = [p for p in SPLIT_ORDER if p in splits]
+        todo = [r for part in parts for r in records if split[r.id] == part]
         todo = [r for r in todo if r.id not in done][:limit]
         budget = " ".join(f"{k}={search[k]}" for k in BUDGET_OPTIONS if k in search)
         bar = progress_bar(total=len(todo), desc=f"reference {method}", unit="mol")

@@ -2,7 +2,8 @@
 
 No RDKit embedding anywhere: the start geometry comes from the graph (:mod:`.build`), then:
 
-1. Quench (ASE ``LBFGS`` to ``search_fmax``, eV/Å) the start with the calculator.
+1. Quench (ASE ``LBFGS`` to ``search_fmax``, eV/Å) the start with the calculator; with
+   ``extended_start``, also its copy with every torsion at 180° (all-anti, planar rotors).
 2. Repeat until the gradient budget is spent or ``patience`` quenches in a row found nothing
    new: pick a parent among the conformers found (Boltzmann weights at ``select_kT`` over
    their energies), turn each torsion (single, non-ring bonds between atoms with two or more
@@ -37,6 +38,7 @@ from rdkit import Chem
 
 from ase_mlmd.conformers.build import (
     embed_from_graph,
+    extended_geometry,
     rotate_about_bond,
     side_of_bond,
     stereo_matches,
@@ -127,6 +129,7 @@ def conformer_search(
     select_kT: float = 1.5,
     max_seconds: float | None = None,
     polish_steps: int = 60,
+    extended_start: bool = False,
     seed: int = 0,
 ) -> SearchResult:
     """Search the conformers of ``mol`` (RDKit, explicit hydrogens, stereo set) with ``calc``.
@@ -145,6 +148,8 @@ def conformer_search(
         select_kT: temperature (kcal/mol) of the Boltzmann choice of the parent conformer.
         max_seconds: wall-time limit of the search loop (the final quench comes on top).
         polish_steps: most optimiser steps of the final quench of each kept conformer.
+        extended_start: also quench, after the first structure, its copy with every torsion
+            at 180° (:func:`~.build.extended_geometry`: all-anti chains, planar rotors).
         seed: seeds the start geometry, kicks and MD.
 
     See the module docstring for the procedure.
@@ -185,6 +190,16 @@ def conformer_search(
     if not found_pos:
         res.wall_s = time.monotonic() - start_time
         return res
+    if extended_start and torsions:
+        atoms.positions = extended_geometry(mol, found_pos[0], torsions)
+        if not _clash(atoms.positions, heavy, topo):
+            energy, ncalls, ok = quench(atoms, search_fmax)
+            res.n_gradients += ncalls
+            res.n_quenches += 1
+            if graph_preserved(mol, atoms.positions):
+                add(atoms.positions.copy(), energy)
+            else:
+                res.n_broken += 1
 
     since_new = 0
     deadline = start_time + (max_seconds if max_seconds is not None else np.inf)

@@ -72,3 +72,20 @@ def _forces(mol, pos, calc):
     atoms = Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
     atoms.calc = calc
     return atoms.get_forces()
+
+
+def test_extended_geometry_puts_chain_torsions_anti_and_keeps_bonds():
+    from ase_mlmd.conformers.build import extended_geometry, side_of_bond
+    from ase_mlmd.conformers.search import torsion_bonds
+
+    mol = mol_from_smiles("CCCCCCO")
+    pos = embed_from_graph(mol, np.random.default_rng(5))
+    torsions = [(i, j, side_of_bond(mol, i, j)) for i, j in torsion_bonds(mol)]
+    ext = extended_geometry(mol, pos, torsions)
+    conf = with_positions(mol, ext).GetConformer()
+    for a in range(4):  # heavy-atom chain C0-C1-...-C5-O6
+        assert abs(rdMolTransforms.GetDihedralDeg(conf, a, a + 1, a + 2, a + 3)) > 179.0
+    # only torsions changed: every bond length as before
+    for b in mol.GetBonds():
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        assert np.linalg.norm(ext[i] - ext[j]) == pytest.approx(np.linalg.norm(pos[i] - pos[j]))
