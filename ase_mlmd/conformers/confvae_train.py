@@ -6,17 +6,18 @@
    with ``train/``, ``val/``, ``test/`` subfolders keeps that split; a flat one is split with
    ``config.split`` and ``config.seed``); val/test molecules with elements no training molecule
    has are left out (recorded in ``split.json`` and the card);
-3. optimises the ConfVAE objective (:mod:`.confvae`) over (molecule, conformer) pairs with
+2. optimises the ConfVAE objective (:mod:`.confvae`) over (molecule, conformer) pairs with
    Adam, the EMA of the weights, ReduceLROnPlateau and early stopping on the validation loss of
    the averaged weights — the state, EMA and schedule of :class:`ase_mlmd.train.loop.TrainingState`
    and the checkpoint format of :mod:`ase_mlmd.train.checkpoint` (atomic, ``weights_only``,
    fingerprinted; rerunning resumes, also after SIGKILL, identically to an uninterrupted run);
    ``train_log.csv`` one row per epoch; ``max_time`` for the whole run;
-4. exports the best-validation averaged weights as ``output_dir/card.toml``.
+3. exports the best-validation averaged weights as ``output_dir/card.toml``.
 
-The epoch loop itself is separate from :class:`ase_mlmd.train.loop.EpochLoop` because that one
-is bound to energy/force batches and errors (its loss and validation functions are not
-parameters); everything else is shared.
+The batch loop (optimizer step, EMA update, checkpoints within an epoch, time budget) is
+:class:`ase_mlmd.train.loop.EpochLoop`'s; ConfVAE supplies the loss of a batch, the
+validation (loss and aligned RMSD with z = posterior mean, seeded DG starts) and the log
+columns.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ from ase_mlmd.data.splits import parse_split
 from ase_mlmd.fileio import atomic_write_text
 from ase_mlmd.outdir import lock_folder
 from ase_mlmd.progress import progress_bar
-from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint, save_train_checkpoint
+from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint
 from ase_mlmd.train.config import parse_duration
-from ase_mlmd.train.loop import TrainingState, _epoch_order
+from ase_mlmd.train.loop import EpochLoop, TrainingState, _epoch_order
 
 CARD_FILE, CHECKPOINT_FILE, LOG_FILE, SPLIT_FILE = (
     "card.toml",
@@ -294,106 +295,55 @@ def train_confvae(
     )
 
 
-class _Loop:
-    """Epochs over (molecule, conformer) batches; checkpoints, validation, schedule, stopping."""
+class _Loop(EpochLoop):
+    """:class:`ase_mlmd.train.loop.EpochLoop` over (molecule, conformer) batches: its batch
+    loop (optimizer, EMA, checkpoints within the epoch, time budget) and checkpointing; the
+    loss (:meth:`backward`), the validation and the log columns are ConfVAE's."""
 
     def __init__(self, run, config, sets, fingerprint, checkpoint, started, progress) -> None:
-        self.run, self.config, self.sets = run, config, sets
-        self.fingerprint, self.checkpoint = fingerprint, checkpoint
-        self.started, self.progress = started, progress
-        self.step_s: float | None = None
-        self.val_s: float | None = None
-
-    def elapsed(self) -> float:
-        return self.run.elapsed_before + (time.monotonic() - self.started)
-
-    def save(self) -> None:
-        save_train_checkpoint(self.checkpoint, self.run.state(self.fingerprint, self.elapsed()))
-
-    def out_of_time(self) -> bool:
-        if self.config.max_time is None or self.step_s is None:
-            return False
-        val = (
-            self.val_s
-            if self.val_s is not None
-            else self.step_s * len(self.sets["val"]) / self.config.batch_size
-        )
-        test = val * len(self.sets["test"]) / max(len(self.sets["val"]), 1)
-        due = 1.5 * (self.step_s + val + test) + 2.0  # a batch, validation, final test
-        return self.elapsed() + due > self.config.max_time
+        super().__init__(run, config, sets, fingerprint, checkpoint, started, progress)
+        self.n_chunks = 1
 
     def fit(self) -> str:
         run, config = self.run, self.config
         bar = progress_bar(
             total=config.max_epochs, initial=run.epoch, desc="epochs", disable=not self.progress
         )
-        reason = None
-        while reason is None:
-            if run.epoch >= config.max_epochs:
-                reason = "max_epochs"
-            elif run.best is not None and run.bad_epochs >= config.early_stop_patience:
-                reason = "early_stopping"
-            elif self.out_of_time():
+        while (reason := self.stop_reason()) is None:
+            if run.order is None:
+                run.order = _epoch_order(len(self.sets["train"]), config.seed, run.epoch)
+            size = config.batch_size
+            chunks = [run.order[k : k + size] for k in range(0, len(run.order), size)]
+            self.n_chunks = len(chunks)
+            timed_out = self.train_epoch(chunks)
+            if run.loss_count:
+                self.end_epoch()
+                bar.update(1)
+                bar.set_postfix(val_rmsd=f"{run.history[-1]['val_rmsd_A']:.3f}")
+            if timed_out:
                 reason = "max_time"
-            else:
-                if run.order is None:
-                    run.order = _epoch_order(len(self.sets["train"]), config.seed, run.epoch)
-                timed_out = self.train_epoch()
-                if run.loss_count:
-                    self.end_epoch()
-                    bar.update(1)
-                    bar.set_postfix(val_rmsd=f"{run.history[-1]['val_rmsd_A']:.3f}")
-                reason = "max_time" if timed_out else None
+                break
         bar.close()
         if run.best is None:
             self.end_epoch(force=True)
         return reason
 
-    def train_epoch(self) -> bool:
-        run, config = self.run, self.config
-        order = run.order
-        chunks = [order[k : k + config.batch_size] for k in range(0, len(order), config.batch_size)]
-        run.model.train()
-        bar = progress_bar(
-            total=len(chunks),
-            initial=run.batch,
-            desc=f"epoch {run.epoch + 1}",
-            leave=False,
-            disable=not self.progress,
-        )
-        try:
-            while run.batch < len(chunks):
-                if self.out_of_time():
-                    return True
-                tick = time.monotonic()
-                graphs, positions = self.sets["train"].batch(chunks[run.batch])
-                warm = (run.steps + 1) / max(config.kl_warmup_epochs * len(chunks), 1e-9)
-                beta = config.beta * min(1.0, warm)
-                out = run.model.loss(graphs, positions, beta, config.distance_weight)
-                run.optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(run.model.parameters(), 10.0)
-                run.optimizer.step()
-                run.ema.update(run.model)
-                run.loss_sum += float(out["loss"].detach())
-                run.loss_count += 1
-                run.batch += 1
-                run.steps += 1
-                spent = time.monotonic() - tick
-                self.step_s = spent if self.step_s is None else 0.9 * self.step_s + 0.1 * spent
-                bar.update(1)
-                bar.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4g}")
-                if run.batch % config.checkpoint_every_batches == 0 and run.batch < len(chunks):
-                    self.save()
-        finally:
-            bar.close()
-        return False
+    def backward(self, chunk: list[int]) -> float:
+        """The ConfVAE loss of one batch (KL weight warmed up), back-propagated and clipped."""
+        config, model = self.config, self.run.model
+        graphs, positions = self.sets["train"].batch(chunk)
+        warm = (self.run.steps + 1) / max(config.kl_warmup_epochs * self.n_chunks, 1e-9)
+        beta = config.beta * min(1.0, warm)
+        loss = model.loss(graphs, positions, beta, config.distance_weight)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        return float(loss.detach())
 
     def end_epoch(self, force: bool = False) -> None:
         run = self.run
         tick = time.monotonic()
         val = evaluate_loss(run.ema.model, self.sets["val"], self.config)
-        self.val_s = time.monotonic() - tick
+        self.eval_time_per_frame = (time.monotonic() - tick) / max(len(self.sets["val"]), 1)
         if run.loss_count and not force:
             run.scheduler.step(val["loss"])
             run.epoch += 1
@@ -419,7 +369,7 @@ class _Loop:
                     "val_rmsd_A": val["rmsd_A"],
                 }
             )
-            _write_log(self.checkpoint.parent / LOG_FILE, run.history)
+            _write_log(self.log, run.history)
         elif run.best is None:
             state = {k: v.detach().clone() for k, v in run.ema.model.state_dict().items()}
             run.best = {
