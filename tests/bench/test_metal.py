@@ -222,3 +222,22 @@ def test_cli_phonon_supercell_too_small(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--phonon-supercell 3" in err and "Traceback" not in err
+
+
+def test_cli_model_without_the_element(tmp_path, monkeypatch, capsys):
+    from ase.io import write
+
+    from ase_mlmd.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    write("ref.extxyz", reference_frames(3))
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "bench", "--system", "metal", "--models", "ethanol-nequip", "--reference",
+                "ref.extxyz", "-o", "rep",
+            ]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not trained on Cu" in err and "Traceback" not in err
