@@ -25,7 +25,6 @@ from ase import Atoms, units
 from ase.calculators.calculator import BaseCalculator
 
 from ase_mlmd.data.materials import deformed
-from ase_mlmd.observables.trajectory import perpendicular_widths
 
 #: strain amplitudes of the elastic constants (fractions)
 ELASTIC_STRAINS = (0.005, 0.01)
@@ -206,12 +205,9 @@ def cubic_elastic_constants(
     return result
 
 
-def supercell_repeat(crystal: Atoms, min_atoms: int = 100, min_width: float = 0.0) -> int:
-    """The smallest n with n³ · len(crystal) ≥ ``min_atoms`` and n × every cell width ≥
-    ``min_width`` (Å)."""
-    widths = perpendicular_widths(crystal.cell.array)
-    n = max(1, math.ceil((min_atoms / len(crystal)) ** (1 / 3) - 1e-9))
-    return max(n, math.ceil(min_width / widths.min() - 1e-9))
+def supercell_repeat(crystal: Atoms, min_atoms: int = 100) -> int:
+    """The smallest n with n³ · len(crystal) ≥ ``min_atoms``."""
+    return max(1, math.ceil((min_atoms / len(crystal)) ** (1 / 3) - 1e-9))
 
 
 def vacancy_formation_energy(
