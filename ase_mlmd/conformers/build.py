@@ -13,7 +13,8 @@ distance-bounds embedding of our own:
 3. Stereo: the result's stereo is read with RDKit (``AssignStereochemistryFrom3D``) and
    compared with the molecule's. A stereo double bond that came out wrong is turned by 180°;
    wrong tetrahedral centres get a signed-volume term (sign set from this first embedding, so
-   no chirality convention is assumed) and the bounds are minimised again. Several random
+   no chirality convention is assumed) and the bounds are minimised again. A start is taken
+   when its stereo is right and its close pairs are exactly the bonds. Several random
    starts are tried; :class:`~ase_mlmd.errors.InvalidMoleculeError` if none has the stereo.
 
 The result is rough (bond lengths within ~0.05 Å, angles within ~10°); the search relaxes it
@@ -31,6 +32,7 @@ from ase_mlmd.conformers.molecules import with_positions
 from ase_mlmd.errors import InvalidMoleculeError
 
 __all__ = [
+    "bonds_match",
     "embed_from_graph",
     "extended_geometry",
     "rotate_about_bond",
@@ -129,6 +131,17 @@ def _relax_bounds(pos, pairs, lo, hi, centres=None, signs=None) -> np.ndarray:
     return res.x.reshape(-1, 3)
 
 
+def bonds_match(mol: Chem.Mol, positions: np.ndarray, factor: float = 1.25) -> bool:
+    """True when the pairs closer than ``factor`` x the sum of covalent radii are exactly the
+    bonds of ``mol``."""
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    r = covalent_radii[z]
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    close = d < factor * (r[:, None] + r[None])
+    np.fill_diagonal(close, False)
+    return bool(np.array_equal(close, Chem.GetAdjacencyMatrix(mol).astype(bool)))
+
+
 def stereo_matches(mol: Chem.Mol, positions: np.ndarray) -> tuple[list[int], list[int]]:
     """Compare the stereo of ``positions`` with ``mol``'s: (atoms whose CIP label differs,
     bonds whose E/Z differs). Empty lists: the geometry has the molecule's stereo."""
@@ -208,7 +221,7 @@ def embed_from_graph(mol: Chem.Mol, rng: np.random.Generator, attempts: int = 20
             centres, signs = _chiral_terms(mol, pos, set(bad_atoms))
             pos = _relax_bounds(pos, pairs, lo, hi, centres, signs)
             bad_atoms, bad_bonds = stereo_matches(mol, pos)
-        if not bad_atoms and not bad_bonds:
+        if not bad_atoms and not bad_bonds and bonds_match(mol, pos):
             return pos
     raise InvalidMoleculeError(
         f"could not build a start geometry with the stereo of {Chem.MolToSmiles(mol)} in "
@@ -217,18 +230,25 @@ def embed_from_graph(mol: Chem.Mol, rng: np.random.Generator, attempts: int = 20
 
 
 def _chiral_terms(mol: Chem.Mol, pos: np.ndarray, wrong: set[int]):
-    """Signed-volume restraints for every tetrahedral centre: keep the sign of the centres
-    that are right, flip the sign of those in ``wrong``."""
+    """Signed-volume restraints for every tetrahedral centre: keep the handedness of the
+    centres that are right, flip it for those in ``wrong``. For four neighbours n0..n3 all
+    four faces are restrained (signs t, -t, t, -t for (n0 n1 n2), (n1 n2 n3), (n0 n2 n3),
+    (n0 n1 n3)): the centre then lies inside its neighbours' tetrahedron."""
     centres, signs = [], []
     for atom in mol.GetAtoms():
         if atom.GetChiralTag() == Chem.ChiralType.CHI_UNSPECIFIED or atom.GetDegree() < 3:
             continue
-        nbs = [a.GetIdx() for a in atom.GetNeighbors()][:3]
+        nbs = [a.GetIdx() for a in atom.GetNeighbors()]
         c = atom.GetIdx()
         vol = np.dot(pos[nbs[0]] - pos[c], np.cross(pos[nbs[1]] - pos[c], pos[nbs[2]] - pos[c]))
-        sign = np.sign(vol) or 1.0
-        centres.append([c, *nbs])
-        signs.append(-sign if c in wrong else sign)
+        t = np.sign(vol) or 1.0
+        t = -t if c in wrong else t
+        faces = [((0, 1, 2), t)]
+        if len(nbs) == 4:
+            faces += [((1, 2, 3), -t), ((0, 2, 3), t), ((0, 1, 3), -t)]
+        for face, sign in faces:
+            centres.append([c, *(nbs[k] for k in face)])
+            signs.append(sign)
     return np.array(centres, dtype=int).reshape(-1, 4), np.array(signs, dtype=float)
 
 

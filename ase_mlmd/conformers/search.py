@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import BaseCalculator
-from ase.data import covalent_radii
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.optimize import LBFGS
 from rdkit import Chem
 
 from ase_mlmd.conformers.build import (
+    bonds_match,
     embed_from_graph,
     extended_geometry,
     rotate_about_bond,
@@ -87,13 +87,7 @@ def torsion_bonds(mol: Chem.Mol) -> list[tuple[int, int]]:
 def graph_preserved(mol: Chem.Mol, positions: np.ndarray, factor: float = 1.25) -> bool:
     """True when the bonds read from distances (< ``factor`` x covalent radii sum) are exactly
     the graph's bonds, and the stereo is the molecule's."""
-    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
-    r = covalent_radii[z]
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    close = d < factor * (r[:, None] + r[None])
-    np.fill_diagonal(close, False)
-    adj = Chem.GetAdjacencyMatrix(mol).astype(bool)
-    if not np.array_equal(close, adj):
+    if not bonds_match(mol, positions, factor):
         return False
     atoms, bonds = stereo_matches(mol, positions)
     return not atoms and not bonds
