@@ -13,7 +13,8 @@ Programming" (ICML 2021). The model, for a molecule graph G (RDKit features on t
   as in CVGAE-style models: a single vector per molecule was measured to collapse, the decoder
   could not tie its entries to particular torsions), sampled by reparameterisation; the prior
   is N(0, I) for every atom;
-* decoder: message passing over G on (h_i, z_i) (``latent_layers`` layers), then an MLP per
+* decoder (distances on the extended graph, up to ``max_hops`` bonds apart; 6 by default):
+  message passing over G on (h_i, z_i) (``latent_layers`` layers), then an MLP per
   extended edge (i, j) of (g_i + g_j, g_i * g_j, edge features, z_i + z_j, z_i * z_j) → distance
   d_ij = 0.5 Å + softplus(·);
 * coordinates by distance geometry (:func:`.distance_geometry.embed`): the inner problem
@@ -71,7 +72,10 @@ class ConfVAESettings:
         vocabulary: element symbols the model knows (sorted).
         hidden: width of the embeddings; layers: message-passing layers per encoder.
         latent: size of each atom's z; latent_layers: decoder message-passing layers over
-            (h, z); max_hops: extended-graph hops (3: bonds, angles, torsions).
+            (h, z); max_hops: extended-graph hops (3: bonds, angles, torsions up to their
+            sign; the default 6 also fixes the signs and most of the shape of FreeSolv-sized
+            molecules: DG from exact distances of the reference conformers of 31 FreeSolv
+            molecules came within 0.01 Å all-atom RMSD with 6 hops, 0.5-0.7 Å with 3).
         n_rbf: radial basis functions of the conformation encoder (0–8 Å).
         steps_4d, steps, unrolled: inner DG steps in 4D, in 3D, and the unrolled last 3D steps.
         noise: Å, standard deviation of the DG start noise.
@@ -82,7 +86,7 @@ class ConfVAESettings:
     layers: int = 3
     latent: int = 4
     latent_layers: int = 2
-    max_hops: int = 3
+    max_hops: int = 6
     n_rbf: int = 16
     steps_4d: int = 150
     steps: int = 150

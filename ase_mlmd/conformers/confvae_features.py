@@ -93,7 +93,7 @@ def check_vocabulary(mol: Chem.Mol, vocabulary: Sequence[str], what: str = "the 
         )
 
 
-def mol_graph(mol: Chem.Mol, vocabulary: Sequence[str], max_hops: int = 3) -> MolGraph:
+def mol_graph(mol: Chem.Mol, vocabulary: Sequence[str], max_hops: int = 6) -> MolGraph:
     """The :class:`MolGraph` of ``mol`` (explicit hydrogens expected, atom order kept).
 
     Raises:

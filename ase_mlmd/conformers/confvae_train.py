@@ -84,7 +84,7 @@ class ConfVAETrainConfig:
     layers: int = 3
     latent: int = 4
     latent_layers: int = 2
-    max_hops: int = 3
+    max_hops: int = 6
     n_rbf: int = 16
     steps_4d: int = 100
     steps: int = 100

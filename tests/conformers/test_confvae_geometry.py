@@ -102,7 +102,7 @@ def test_encoder_and_decoder_invariant_to_rigid_motions_of_the_conformer():
     settings = ConfVAESettings(VOCAB, hidden=16, layers=2, latent=4, steps_4d=5, steps=5)
     model = ConfVAE(settings).eval()
     mol, ref = etkdg("NCC(=O)O")
-    batch = collate([mol_graph(mol, VOCAB)])
+    batch = collate([mol_graph(mol, VOCAB, settings.max_hops)])
     pos = ref.float()
     rot = torch.from_numpy(Rotation.random(random_state=4).as_matrix()).float()
     mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))

@@ -96,7 +96,7 @@ def test_card_round_trip_gives_identical_samples(trained):
     loaded = load_confvae(trained.card_path)
     for key, value in trained.model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
-    graph = mol_graph(mol, loaded.settings.vocabulary)
+    graph = mol_graph(mol, loaded.settings.vocabulary, loaded.settings.max_hops)
     memory = trained.model.sample(collate([graph] * 3), torch.Generator().manual_seed(5))
     memory = memory.double().numpy().reshape(3, -1, 3)
     for atoms, xyz in zip(a, memory, strict=True):  # CCCO: no stereocentre, no mirroring
