@@ -14,10 +14,18 @@ from ase_mlmd.conformers.search import KCAL, conformer_search, graph_preserved
 from ase_mlmd.data.reference import reference_calculator
 
 
-@pytest.mark.parametrize("smiles", ["C/C=C/C=O", "C[C@@H]1CC[C@H](O)CC1"])
-def test_graph_embedding_has_the_molecules_bonds_and_stereo(smiles):
+@pytest.mark.parametrize(
+    ("smiles", "seed"),
+    [
+        ("C/C=C/C=O", 1),
+        ("C[C@@H]1CC[C@H](O)CC1", 1),
+        ("CC[C@H](C)Cl", 178),  # gave a strained start that inverted before the 4-face fix
+        ("C([C@H]([C@H]([C@@H]([C@@H](CO)O)O)O)O)O", 0),  # four stereocentres in a row
+    ],
+)
+def test_graph_embedding_has_the_molecules_bonds_and_stereo(smiles, seed):
     mol = mol_from_smiles(smiles)
-    pos = embed_from_graph(mol, np.random.default_rng(1))
+    pos = embed_from_graph(mol, np.random.default_rng(seed))
     assert stereo_matches(mol, pos) == ([], [])
     assert graph_preserved(mol, pos)
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
