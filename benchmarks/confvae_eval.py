@@ -22,23 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rdkit import Chem
-from rdkit.Chem import AllChem
 
 from ase_mlmd.conformers.confvae import sample_conformers
 from ase_mlmd.conformers.confvae_data import read_reference
+from ase_mlmd.conformers.generate import embed_etkdg
 from ase_mlmd.conformers.metrics import DELTA, coverage_matching
 from ase_mlmd.conformers.rmsd import best_rmsd_matrix, heavy_indices, symmetry_matches
 from ase_mlmd.errors import UnsupportedSpeciesError
 from ase_mlmd.fileio import atomic_write_text
-
-
-def etkdg(mol: Chem.Mol, n: int, seed: int) -> np.ndarray:
-    """n ETKDG conformers (fewer if embedding fails), coordinates [n, N, 3]."""
-    copy = Chem.Mol(mol)
-    copy.RemoveAllConformers()
-    ids = AllChem.EmbedMultipleConfs(copy, n, randomSeed=seed)
-    return np.stack([copy.GetConformer(i).GetPositions() for i in ids])
 
 
 def main() -> None:
@@ -68,7 +59,7 @@ def main() -> None:
         coords = np.stack([a.positions for a in gen])[:, heavy]
         row["confvae"] = coverage_matching(best_rmsd_matrix(ref, coords, matches))
         tick = time.perf_counter()
-        base = etkdg(m.mol, 2 * k, args.seed)
+        base = embed_etkdg(m.mol, 2 * k, args.seed)
         times["etkdg"] += time.perf_counter() - tick
         row["etkdg"] = coverage_matching(best_rmsd_matrix(ref, base[:, heavy], matches))
         rows.append(row)
