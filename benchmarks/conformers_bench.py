@@ -124,7 +124,10 @@ def _confvae_rows(mol, ref, ref_e, xtb, confvae_model):
         from ase_mlmd.conformers.confvae import sample_conformers
 
         t0 = time.monotonic()
-        gen = sample_conformers(confvae_model, mol, 2 * k, 0)
+        try:
+            gen = sample_conformers(confvae_model, mol, 2 * k, 0)
+        except UnsupportedSpeciesError:
+            return rows  # an element the model has not seen
         wall = time.monotonic() - t0
         row = {"method": "confvae", "wall_s": wall, **evaluate_molecule(ref, gen)}
         gpos = np.array([a.positions for a in gen])
