@@ -356,6 +356,9 @@ def _mirror_for_stereo(mol: Any, positions: np.ndarray) -> np.ndarray:
 def sample_conformers(card_path: str | os.PathLike, mol: Any, n: int, seed: int = 0) -> list:
     """``n`` conformers of ``mol`` from a ConfVAE card, as ASE ``Atoms`` in the Mol's atom order.
 
+    The conformers are as distance geometry leaves them, not relaxed: with the FreeSolv card most
+    have some bond 0.2-0.5 Å off (BENCHMARKS.md); relax them (e.g. GFN2-xTB) before use.
+
     Args:
         card_path: a ConfVAE card (``ase-mlmd conformers train`` writes ``OUTPUT/card.toml``).
         mol: RDKit ``Mol`` with explicit hydrogens (every atom is generated, hydrogens by the
