@@ -1,15 +1,12 @@
 """``ase-mlmd backmap``: generative backmapping — train a CGVAE, run a backmapper card on CG
-frames, and (when :mod:`ase_mlmd.cli.backmap_eval` is installed) evaluate backmapped frames.
-
-``backmap_eval`` is registered only if that module exists; it provides
-``add_subcommands(sub)`` whose parsers set ``backmap_run`` (a function of ``args``), as
-``train`` and ``run`` here do.
+frames; :mod:`ase_mlmd.cli.backmap_eval` adds ``eval`` (metrics report) and ``linear`` (the
+least-squares baseline card). Every action's parser sets ``backmap_run`` (a function of
+``args``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -39,13 +36,12 @@ class CLICommand:
 
     @staticmethod
     def add_arguments(parser) -> None:
-        sub = parser.add_subparsers(dest="action", metavar="{train,run,eval}")
+        from ase_mlmd.cli import backmap_eval
+
+        sub = parser.add_subparsers(dest="action", metavar="{train,run,eval,linear}")
         sub.required = True
         add_subcommands(sub)
-        if importlib.util.find_spec("ase_mlmd.cli.backmap_eval") is not None:
-            from ase_mlmd.cli import backmap_eval
-
-            backmap_eval.add_subcommands(sub)
+        backmap_eval.add_subcommands(sub)
 
     @staticmethod
     def run(args, parser) -> None:

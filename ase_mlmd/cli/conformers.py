@@ -13,17 +13,6 @@ import sys
 ACTIONS = ("reference", "eval", "train")
 
 
-def _train_module():
-    """``ase_mlmd.cli.conformers_train`` (ConfVAE training) when it exists, else None."""
-    import importlib.util
-
-    if importlib.util.find_spec("ase_mlmd.cli.conformers_train") is None:
-        return None
-    import ase_mlmd.cli.conformers_train as module
-
-    return module
-
-
 class CLICommand:
     """Generate conformers of molecules; compute reference ensembles; evaluate generators.
 
@@ -60,8 +49,9 @@ class CLICommand:
         elif action == "eval":
             sub = _eval_parser()
             _run_eval(sub.parse_args(words[1:]), sub)
-        elif action == "train" and _train_module() is not None:
-            module = _train_module()
+        elif action == "train":
+            from ase_mlmd.cli import conformers_train as module
+
             sub = argparse.ArgumentParser(
                 prog="ase-mlmd conformers train",
                 formatter_class=argparse.RawDescriptionHelpFormatter,
