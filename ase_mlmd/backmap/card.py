@@ -54,6 +54,49 @@ def molecule_species(mapping: CGMapping) -> list[str]:
     return sorted({chemical_symbols[z] for z in mapping.numbers})
 
 
+def write_backmapper_card(
+    directory: str | os.PathLike,
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    mapping: CGMapping,
+    *,
+    backend: str,
+    description: str,
+    citation: str,
+    dtype: str,
+    cutoff: float = 0.0,
+    parameters: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    card_file: str = "card.toml",
+) -> Path:
+    """Write ``NAME.safetensors`` then the card (both atomically) of any backmapper backend:
+    the weights, the mapping (``[parameters.mapping]``) and ``parameters``; return the card's
+    path."""
+    from safetensors.torch import save_file
+
+    from ase_mlmd.fileio import atomic_output
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / f"{name}.safetensors"
+    with atomic_output(weights) as tmp:
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp))
+    table = {
+        "name": name,
+        "description": description,
+        "backend": backend,
+        "species": molecule_species(mapping),
+        "cutoff": float(cutoff),
+        "dtype": dtype,
+        "citation": citation,
+        "units": {"energy": "eV", "length": "Å"},
+        "parameters": {**(parameters or {}), "mapping": mapping.to_dict()},
+        "weights": {"file": weights.name, "sha256": sha256_of(weights), "format": "safetensors"},
+        "provenance": dict(provenance or {}),
+    }
+    return write_card(table, directory / card_file)
+
+
 def save_cgvae_card(
     backmapper: Any,
     directory: str | os.PathLike,
@@ -63,37 +106,25 @@ def save_cgvae_card(
     provenance: dict[str, Any] | None = None,
     card_file: str = "card.toml",
 ) -> Path:
-    """Write ``NAME.safetensors`` then the card (both atomically); return the card's path."""
+    """Write a CGVAE backmapper's ``NAME.safetensors`` and card; return the card's path."""
     import dataclasses
 
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     model, mapping = backmapper.model, backmapper.mapping
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    weights = directory / f"{name}.safetensors"
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, weights)
-    table = {
-        "name": name,
-        "description": description
+    return write_backmapper_card(
+        directory,
+        name,
+        model.state_dict(),
+        mapping,
+        backend=CGVAE_BACKEND,
+        description=description
         or f"CGVAE backmapper: {mapping.n_beads} beads ({mapping.scheme}), {mapping.n_atoms} atoms",
-        "backend": CGVAE_BACKEND,
-        "species": molecule_species(mapping),
-        "cutoff": float(model.hyper.cutoff),
-        "dtype": "float32",
-        "citation": CGVAE_CITATION,
-        "units": {"energy": "eV", "length": "Å"},
-        "parameters": {
-            "hyperparameters": dataclasses.asdict(model.hyper),
-            "mapping": mapping.to_dict(),
-        },
-        "weights": {"file": weights.name, "sha256": sha256_of(weights), "format": "safetensors"},
-        "provenance": dict(provenance or {}),
-    }
-    return write_card(table, directory / card_file)
+        citation=CGVAE_CITATION,
+        dtype="float32",
+        cutoff=float(model.hyper.cutoff),
+        parameters={"hyperparameters": dataclasses.asdict(model.hyper)},
+        provenance=provenance,
+        card_file=card_file,
+    )
 
 
 def cgvae_from_card(card: ModelCard) -> Backmapper:

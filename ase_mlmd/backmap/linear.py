@@ -34,9 +34,9 @@ import numpy as np
 from ase import Atoms
 
 from ase_mlmd.backmap.base import aa_atoms, check_cg_frames, check_n_samples
-from ase_mlmd.backmap.card import mapping_from_card, molecule_species
+from ase_mlmd.backmap.card import mapping_from_card, write_backmapper_card
 from ase_mlmd.backmap.pairs import BackmapPairs
-from ase_mlmd.calculators.cards import ModelCard, load_state_dict, sha256_of, write_card
+from ase_mlmd.calculators.cards import ModelCard, load_state_dict
 from ase_mlmd.cg.mapping import CGMapping
 from ase_mlmd.errors import BackmapError, CardError
 
@@ -125,35 +125,21 @@ class LinearBackmapper:
     ) -> Path:
         """Write ``NAME.safetensors`` then the card (both atomically); return the card path."""
         import torch
-        from safetensors.torch import save_file
 
-        from ase_mlmd.fileio import atomic_output
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        weights = directory / f"{name}.safetensors"
-        with atomic_output(weights) as tmp:
-            save_file({"decoder": torch.from_numpy(self.decoder.copy())}, str(tmp))
         m = self.mapping
-        table = {
-            "name": name,
-            "description": description
+        return write_backmapper_card(
+            directory,
+            name,
+            {"decoder": torch.from_numpy(self.decoder.copy())},
+            m,
+            backend=LINEAR_BACKEND,
+            description=description
             or f"linear backmapper, {m.n_beads} beads ({m.scheme}) → {m.n_atoms} atoms",
-            "backend": LINEAR_BACKEND,
-            "species": molecule_species(m),
-            "cutoff": 0.0,
-            "dtype": "float64",
-            "citation": LINEAR_CITATION,
-            "units": {"energy": "eV", "length": "Å"},
-            "parameters": {"mapping": m.to_dict()},
-            "weights": {
-                "file": weights.name,
-                "sha256": sha256_of(weights),
-                "format": "safetensors",
-            },
-            "provenance": dict(provenance or {}),
-        }
-        return write_card(table, directory / card_file)
+            citation=LINEAR_CITATION,
+            dtype="float64",
+            provenance=provenance,
+            card_file=card_file,
+        )
 
 
 def linear_from_card(card: ModelCard) -> LinearBackmapper:
