@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 TRUST_NOTE = (
     "The model file is a pickle: LAMMPS (`pair_style mliap unified FILE 0`) and `python -m "
     "ase_mlmd.lammps run --trust-model` unpickle it, which runs code. Load only files you made "
@@ -111,5 +113,14 @@ class CLICommand:
                     timestep_fs=args.timestep,
                 )
                 print(f"wrote {data} and {inp}; run (from {output.parent}):")
-                print(f"  mpirun -np 2 python -m ase_mlmd.lammps run {inp.name} --trust-model")
+                # 2 ranks split the longest side: each half must be at least the cutoff wide
+                recip = structure.cell.reciprocal()  # rows b_i with a_i . b_j = delta_ij
+                widths = [1 / np.linalg.norm(b) for b in recip] if structure.cell.rank == 3 else [0]
+                launcher = "mpirun -np 2 " if max(widths) >= 2 * model.cutoff else ""
+                print(f"  {launcher}python -m ase_mlmd.lammps run {inp.name} --trust-model")
+                if not launcher:
+                    print(
+                        f"  (one rank: the box is narrower than 2 x the cutoff {model.cutoff:g} Å, "
+                        "so it cannot be split over MPI ranks; repeat the structure for more)"
+                    )
         print(TRUST_NOTE)
