@@ -29,6 +29,9 @@ def wait_after(group, device, folder: str, fail: str) -> None:
         raise DataFormatError("frame 3 has no forces")
     if group.rank == 1 and fail == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if fail == "wait":  # both ranks wait until the launcher stops them
+        while True:
+            time.sleep(0.05)
     dist.barrier()  # never completes: the other rank does not get here
 
 
@@ -56,12 +59,19 @@ def test_a_rank_killed_by_a_signal_stops_all(tmp_path):
 
 
 def test_ctrl_c_in_the_launcher_stops_all_ranks(tmp_path):
+    # Ctrl-C as in a terminal, also where the suite runs with SIGINT ignored (a background job
+    # of a non-interactive shell inherits SIG_IGN, and Python then raises no KeyboardInterrupt)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def interrupt_when_both_wait() -> None:
         while len(list(tmp_path.glob("rank*.pid"))) < 2:
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_when_both_wait, daemon=True).start()
-    with pytest.raises(DistributedTrainingError, match="interrupted: all 2 training processes"):
-        launch(wait_after, (str(tmp_path), "wait"), 2, torch.device("cpu"))
+    try:
+        with pytest.raises(DistributedTrainingError, match="interrupted: all 2 training processes"):
+            launch(wait_after, (str(tmp_path), "wait"), 2, torch.device("cpu"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert _gone(tmp_path, 0) and _gone(tmp_path, 1)
