@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import BaseCalculator
+from ase.calculators.calculator import BaseCalculator, CalculationFailed
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
@@ -93,7 +93,8 @@ def relax_conformers(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Relax each structure [m, n_atoms, 3] with ``calc``. Returns (positions [k, n_atoms, 3],
     energies [k] eV, kept [k] indices into the input): structures whose bonds or stereo
-    changed during relaxation are left out.
+    changed during relaxation are left out, and so are those the calculator fails on (ASE's
+    ``CalculationFailed``, e.g. a GFN2-xTB SCF that does not converge for a distorted start).
 
     Raises:
         UnsupportedSpeciesError: ``calc`` cannot handle an element of ``mol``.
@@ -108,7 +109,11 @@ def relax_conformers(
     out_pos, out_e, kept = [], [], []
     for k, pos in enumerate(positions):
         atoms.positions = pos
-        energy, _, _ = quench(atoms, fmax, steps)
+        try:
+            energy, _, _ = quench(atoms, fmax, steps)
+        except CalculationFailed:
+            calc.reset()  # no start guess from the failed structure
+            continue
         if graph_preserved(mol, atoms.positions):
             out_pos.append(atoms.positions.copy())
             out_e.append(energy)

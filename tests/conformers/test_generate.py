@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
 from ase.calculators.emt import EMT
 from rdkit import Chem
 
-from ase_mlmd.conformers.generate import generate_conformers
+from ase_mlmd.conformers.generate import embed_etkdg, generate_conformers, relax_conformers
+from ase_mlmd.conformers.molecules import mol_from_smiles
 from ase_mlmd.conformers.rmsd import best_rmsd_matrix, heavy_indices, symmetry_matches
 from ase_mlmd.conformers.search import KCAL
 from ase_mlmd.data.reference import reference_calculator
@@ -59,3 +61,26 @@ def test_bad_requests(kwargs, match):
 def test_element_the_calculator_cannot_handle():
     with pytest.raises(UnsupportedSpeciesError, match="Cl"):
         generate_conformers("CCCl", 2, "etkdg+relax", calc=EMT())
+
+
+class _FailsFarFromOrigin(Calculator):
+    """Zero energy and forces (every start is already relaxed), but fails like a GFN2-xTB SCF
+    that does not converge when atom 0 sits beyond x = 50 Å."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if self.atoms.positions[0, 0] > 50.0:
+            raise CalculationFailed("SCF not converged in 250 cycles")
+        self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3))}
+
+
+def test_relax_leaves_out_structures_the_calculator_fails_on():
+    mol = mol_from_smiles("CCO")
+    starts = embed_etkdg(mol, 3, seed=1)
+    starts[1] += 100.0  # the calculator fails on this one only
+    positions, energies, kept = relax_conformers(mol, starts, _FailsFarFromOrigin())
+    assert kept.tolist() == [0, 2]
+    np.testing.assert_allclose(positions, starts[[0, 2]])
+    np.testing.assert_allclose(energies, 0.0)
