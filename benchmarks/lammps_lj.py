@@ -47,19 +47,6 @@ WARMUP = 10
 SEED = 87287
 
 
-def _venv_lib() -> str:
-    return str(Path(sys.prefix) / "lib")
-
-
-def _ensure_library_path() -> None:
-    """Re-execute with the venv's lib/ (where the mpich wheel puts libmpi) on the path."""
-    lib = _venv_lib()
-    paths = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
-    if lib not in paths:
-        env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join([lib, *filter(None, paths)]))
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
 # --------------------------------------------------------------------------- workers
 def run_lammps(repeat: int, threads: int, steps: int) -> dict:
     """LAMMPS ``in.lj`` on ``repeat``³ fcc cells: atom-steps/s and the initial energy."""
@@ -205,7 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         _worker(args)
         return
-    _ensure_library_path()
+    from ase_mlmd.lammps.run import ensure_library_path
+
+    ensure_library_path()
     from ase_mlmd.fileio import atomic_write_text
 
     cases = []
