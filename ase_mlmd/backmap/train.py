@@ -45,7 +45,7 @@ from ase_mlmd.train.checkpoint import (
     load_train_checkpoint,
     save_train_checkpoint,
 )
-from ase_mlmd.train.config import parse_duration
+from ase_mlmd.train.config import parse_duration, require_positive
 from ase_mlmd.train.loop import TrainingState
 
 CARD_FILE = "card.toml"
@@ -93,10 +93,10 @@ class BackmapTrainConfig:
         self.max_time = parse_duration(self.max_time)
         if isinstance(self.split, str):
             self.split = parse_split(self.split)
-        for key in ("lr", "batch_size", "max_epochs", "early_stop_patience",
-                    "checkpoint_every_batches"):  # fmt: skip
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        require_positive(
+            self,
+            ("lr", "batch_size", "max_epochs", "early_stop_patience", "checkpoint_every_batches"),
+        )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

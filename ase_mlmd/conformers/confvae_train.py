@@ -45,7 +45,7 @@ from ase_mlmd.fileio import atomic_write_text
 from ase_mlmd.outdir import lock_folder
 from ase_mlmd.progress import progress_bar
 from ase_mlmd.train.checkpoint import check_compatible, load_train_checkpoint
-from ase_mlmd.train.config import parse_duration
+from ase_mlmd.train.config import parse_duration, require_positive
 from ase_mlmd.train.loop import EpochLoop, TrainingState, _epoch_order
 
 CARD_FILE, CHECKPOINT_FILE, LOG_FILE, SPLIT_FILE = (
@@ -111,18 +111,11 @@ class ConfVAETrainConfig:
         self.max_time = parse_duration(self.max_time)
         if isinstance(self.split, str):
             self.split = parse_split(self.split)
-        for key in (
-            "hidden",
-            "layers",
-            "latent",
-            "max_hops",
-            "batch_size",
-            "max_epochs",
-            "early_stop_patience",
-            "checkpoint_every_batches",
-        ):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        require_positive(
+            self,
+            ("hidden", "layers", "latent", "max_hops", "batch_size",
+             "max_epochs", "early_stop_patience", "checkpoint_every_batches"),
+        )  # fmt: skip
         if self.lr <= 0 or min(self.beta, self.distance_weight, self.kl_warmup_epochs) < 0:
             raise ValueError("lr must be > 0; beta, kl_warmup_epochs, distance_weight >= 0")
 

@@ -100,6 +100,15 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return seconds
 
 
+def require_positive(config: Any, keys: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first of ``config``'s settings ``keys`` that is not > 0 (the
+    epoch-loop settings every training configuration shares: lr, batch_size, ...)."""
+    for key in keys:
+        value = getattr(config, key)
+        if not value > 0:
+            raise ValueError(f"{key} must be > 0, got {value}")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (plain data; the CLI fills it from flags).
@@ -169,17 +178,11 @@ class TrainConfig:
             raise ValueError(f"model must be one of {MODELS + CG_MODELS}, got {self.model!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        positive = {
-            "cutoff": self.cutoff,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
-            "checkpoint_every_batches": self.checkpoint_every_batches,
-            "early_stop_patience": self.early_stop_patience,
-        }
-        for key, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{key} must be > 0, got {value}")
+        require_positive(
+            self,
+            ("cutoff", "lr", "batch_size", "max_epochs", "checkpoint_every_batches",
+             "early_stop_patience"),
+        )  # fmt: skip
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1:
