@@ -31,8 +31,10 @@ from ase_mlmd.conformers.search import KCAL
 from ase_mlmd.errors import DataFormatError
 
 __all__ = [
+    "BOND_TOLERANCE",
     "DELTA",
     "METRIC_NAMES",
+    "bond_deviation",
     "coverage_matching",
     "energy_above_reference",
     "evaluate_molecule",
@@ -45,6 +47,8 @@ __all__ = [
 DELTA = 0.5
 #: per-molecule metrics summarized over molecules
 METRIC_NAMES = ("cov_r", "mat_r", "cov_p", "mat_p")
+#: a bond this much (Å) longer or shorter than in the reference counts as distorted
+BOND_TOLERANCE = 0.2
 
 
 def coverage_matching(dist: np.ndarray, delta: float = DELTA) -> dict[str, float]:
@@ -148,3 +152,23 @@ def summarize(rows: Sequence[Mapping], names: Sequence[str] = METRIC_NAMES) -> d
             out[f"{name}_mean"] = float(values.mean())
             out[f"{name}_median"] = float(np.median(values))
     return out
+
+
+def bond_deviation(mol: Chem.Mol, positions: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Worst bond-length error of each structure, Å: ``max_bonds | |x_i - x_j| - |r_i - r_j| |``.
+
+    Args:
+        mol: the molecule (its bonds; atom order of the coordinates).
+        positions: structures (m, N, 3), Å.
+        reference: one reference structure (N, 3), Å (e.g. the lowest reference conformer).
+
+    Returns:
+        (m,) Å; 0 for a molecule without bonds.
+    """
+    pairs = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()], int)
+    positions = np.asarray(positions, dtype=float).reshape(-1, mol.GetNumAtoms(), 3)
+    if not len(pairs):
+        return np.zeros(len(positions))
+    length = np.linalg.norm(positions[:, pairs[:, 0]] - positions[:, pairs[:, 1]], axis=-1)
+    ref = np.linalg.norm(reference[pairs[:, 0]] - reference[pairs[:, 1]], axis=-1)
+    return np.abs(length - ref).max(axis=1)
