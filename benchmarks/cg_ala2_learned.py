@@ -82,13 +82,15 @@ def stage_map(args) -> None:
         if not cg.is_file() or cg.stat().st_mtime < Path(aa).stat().st_mtime:
             cli("cg", "map", "--mapping", str(MAPPING), "--apply", str(aa), "--output-cg", str(cg))
         mapped.append(cg)
-    frames, aa_frames = [], []
+    frames, aa_frames, segments = [], [], []
     for aa, cg in zip(args.aa, mapped, strict=True):
         part = read(cg, index=":")[args.drop :]
         frames += part
         aa_frames += [a.positions for a in read(aa, index=":")[args.drop :]]
+        segments.append({"file": str(aa), "frames": len(part)})
         log(f"{cg.name}: {len(part)} CG frames (first {args.drop} dropped)")
     write(args.work / "cg_all.extxyz", frames)
+    _write_json(args.work / "segments.json", {"drop": args.drop, "segments": segments})
     np.save(args.work / "aa_positions.npy", np.stack(aa_frames))
     log(f"mapped data: {len(frames)} frames")
 
@@ -209,9 +211,9 @@ def stage_fit(args) -> None:
         lr=2e-3,
         max_epochs=args.max_epochs,
         max_time=parse_duration(args.max_time),
-        early_stop_patience=10,
-        lr_patience=3,
-        seed=1,
+        early_stop_patience=args.patience,
+        lr_patience=args.lr_patience,
+        seed=args.seed,
     )
     info = {"data": [str(p) for p in args.aa], "mapping": str(MAPPING.relative_to(ROOT))}
     command = "benchmarks/cg_ala2_learned.py --stages fit"
@@ -219,13 +221,17 @@ def stage_fit(args) -> None:
         prior = fit_cg_forcefield(frames, args.work / "prior", config, priors, topology,
                                   network=False, data_info=info, command=command)  # fmt: skip
         log(f"prior-only test force-matching loss {prior.test_loss:.4f} (eV/Å)²")
-    name, summary_file = ("model", "fit_summary.json") if schnet else (
-        args.network, f"fit_summary_{args.network}.json")  # fmt: skip
+    name = fit_name(args)
+    summary_file = "fit_summary.json" if name == "model" else f"fit_summary_{name}.json"
     if (args.out / summary_file).is_file():
         return
     fit = fit_cg_forcefield(frames, args.work / name, config, priors, topology,
                             network=True, data_info=info, command=command)  # fmt: skip
     summary = {
+        "network": args.network,
+        "seed": args.seed,
+        "early_stop_patience": args.patience,
+        "max_time": args.max_time,
         "n_frames": len(frames),
         "n_train": fit.n_train,
         "n_test": fit.n_test,
@@ -243,6 +249,15 @@ def stage_fit(args) -> None:
     log(f"fit: {summary}")
 
 
+def fit_name(args) -> str:
+    """Folder of a network fit: ``--name``, else ``model`` (SchNet) / ``cgnet``, with
+    ``_sSEED`` for a seed other than 1."""
+    if args.name:
+        return args.name
+    base = "model" if args.network == "schnet" else args.network
+    return base if args.seed == 1 else f"{base}_s{args.seed}"
+
+
 # -- md --------------------------------------------------------------------------------------
 def stage_md(args) -> None:
     from ase.io import read, write
@@ -254,15 +269,16 @@ def stage_md(args) -> None:
         atoms = frames[int(k * n_fit / args.replicas)].copy()
         atoms.calc = None
         starts.append(atoms)
-    start = args.work / "md_starts.extxyz"
-    write(start, starts)
     for name in args.models.split(","):
+        start = args.work / f"md_starts_{name}.extxyz"  # one per model: md runs in parallel
+        if not start.is_file():
+            write(start, starts)
         tick = time.time()
         cli("md", str(start), "--index", ":", "--calc", str(args.work / name / "card.toml"),
             "--engine", "torch", "--ensemble", "nvt-langevin", "--temperature", "300",
             "--timestep", str(args.timestep), "--friction", str(args.friction),
             "--steps", str(args.steps), "--save-every", str(args.save_every),
-            "--log-every", str(args.save_every), "--seed", "7", "--no-progress",
+            "--log-every", str(args.save_every), "--seed", str(args.md_seed), "--no-progress",
             "-o", str(args.work / "runs" / name))  # fmt: skip
         log(f"md {name}: {time.time() - tick:.0f} s")
         summary = args.work / "runs" / name / "summary.json"
@@ -337,25 +353,40 @@ def stage_eval(args) -> None:
         )
         basins[name] = sim_pop
     basins["reference (mapped all-atom)"] = ref_pop
+    keys = ("frames", "fes_mae_kT", "js_phi_psi", "missing_population")
+
+    def floor_of(ref: list, other: list) -> dict:
+        other_pos = np.stack([a.positions for a in other])
+        row = summary_row(evaluate_runs(ref, other_pos, topo, dihedral_pair=pair))
+        return {k: row[k] for k in keys}
+
     half = len(frames) // 2
-    floor = summary_row(
-        evaluate_runs(
-            frames[:half], np.stack([a.positions for a in frames[half:]]), topo, dihedral_pair=pair
-        )  # fmt: skip
-    )
+    floor = floor_of(frames[:half], frames[half:])
+    floors = {}
+    segments_file = args.work / "segments.json"
+    if segments_file.is_file():  # the two longest all-atom runs against each other
+        segs = json.loads(segments_file.read_text())["segments"]
+        ends = np.cumsum([0] + [g["frames"] for g in segs])
+        longest = sorted(range(len(segs)), key=lambda k: -segs[k]["frames"])[:2]
+        if len(longest) == 2:
+            a, b = sorted(longest)
+            floors["run_vs_run"] = {
+                "reference": segs[a]["file"],
+                "other": segs[b]["file"],
+                **floor_of(frames[ends[a] : ends[a + 1]], frames[ends[b] : ends[b + 1]]),
+            }
     extra = {
         "dihedral_choice": choice,
         "evaluation_note": "the regions columns of the table use the all-atom backbone φ/ψ "
         "limits on CG dihedrals and mean nothing here; see basin_populations",
         "basin_populations": basins,
         "basin_rule_agreement_on_reference": agree,
-        "sampling_floor_half_vs_half": {
-            k: floor[k] for k in ("frames", "fes_mae_kT", "js_phi_psi", "missing_population")
-        },
+        "sampling_floor_half_vs_half": floor,
+        "sampling_floor_other": floors,
     }
-    fit = args.out / "fit_summary.json"
-    if fit.is_file():
-        extra["fit"] = json.loads(fit.read_text())
+    for fit in sorted(args.out.glob("fit_summary*.json")):
+        key = "fit" + fit.stem.removeprefix("fit_summary")
+        extra[key] = json.loads(fit.read_text())
     for name in args.models.split(","):
         md = args.out / f"md_summary_{name}.json"
         if md.is_file():
@@ -365,7 +396,7 @@ def stage_eval(args) -> None:
         s = summary_row(ev)
         log(f"{name}: {ev.n_frames} frames, FES MAE {s['fes_mae_kT']:.3f} kT, "
             f"JS {s['js_phi_psi']:.4f}, basins {basins[name]}")  # fmt: skip
-    log(f"floor: {extra['sampling_floor_half_vs_half']}; reference basins {ref_pop}")
+    log(f"floor: {floor}; {floors}; reference basins {ref_pop}")
     log(f"report: {path}")
 
 
@@ -381,6 +412,12 @@ def main() -> None:
                         help="network of the fit: schnet (model/) or cgnet (cgnet/)")  # fmt: skip
     parser.add_argument("--cutoff", type=float, default=10.0)
     parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the network fit")
+    parser.add_argument("--name", default=None,
+                        help="folder of the network fit (default model/cgnet, _sSEED)")  # fmt: skip
+    parser.add_argument("--patience", type=int, default=10, help="early-stopping patience")
+    parser.add_argument("--lr-patience", type=int, default=3, help="plateau patience of the lr")
+    parser.add_argument("--md-seed", type=int, default=7, help="seed of the Langevin noise")
     parser.add_argument("--max-time", default="8m")
     parser.add_argument("--replicas", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20_000)
