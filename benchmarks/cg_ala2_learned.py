@@ -16,9 +16,9 @@ Stages (each skips what is already there, so rerunning continues; ``--stages`` p
 * ``fit``: Boltzmann-inverted priors (bonds, angles, Fourier dihedrals, repulsion) of the
   mapping's own topology (``CGMapping.topology()``; ``ase-mlmd cg fit`` has no topology input
   and would assume a chain), prior alone and prior + SchNet by force matching, time-ordered
-  split 0.7 / 0.1 / 0.2, with :func:`ase_mlmd.cg.forcefield.fit_cg_forcefield` (``--network
-  cgnet``: the CGnet-style MLP over distances, angles and cos/sin of the dihedrals instead of
-  SchNet, into ``cgnet/``);
+  split ``--split`` (0.7 / 0.1 / 0.2) of all runs or of the first ``--fit-segments`` runs
+  (``heldout``: the loss on the other runs), :func:`ase_mlmd.cg.forcefield.fit_cg_forcefield`
+  (``--network cgnet``: the CGnet-style MLP over distances, angles, cos/sin of dihedrals);
 * ``md``: ``ase-mlmd md START --index : --engine torch --ensemble nvt-langevin --temperature
   300`` for each model, one replica per start frame (frames spread over the training part);
 * ``eval``: :func:`ase_mlmd.cg.evaluate.evaluate_runs` with the chosen dihedral pair, the
@@ -194,7 +194,7 @@ def stage_fit(args) -> None:
     from ase_mlmd.cg.priors import PriorSettings
     from ase_mlmd.train.config import TrainConfig, parse_duration
 
-    frames = read(args.work / "cg_all.extxyz", index=":")
+    frames = fit_frames(args, read(args.work / "cg_all.extxyz", index=":"))
     topology = CGMapping.from_json(MAPPING).topology()
     priors = PriorSettings(terms=("bonds", "angles", "dihedrals", "repulsion"),
                            temperature_K=300.0)  # fmt: skip
@@ -205,7 +205,7 @@ def stage_fit(args) -> None:
         hyperparameters={"n_atom_basis": 32, "n_interactions": 2, "n_rbf": 20}
         if schnet
         else {"hidden": [128, 128, 128, 128], "activation": "tanh"},
-        split=(0.7, 0.1, 0.2),
+        split=split_fractions(args),
         ordered_split=True,
         batch_size=64,
         lr=2e-3,
@@ -215,7 +215,8 @@ def stage_fit(args) -> None:
         lr_patience=args.lr_patience,
         seed=args.seed,
     )
-    info = {"data": [str(p) for p in args.aa], "mapping": str(MAPPING.relative_to(ROOT))}
+    used = args.aa[: args.fit_segments] if args.fit_segments else args.aa
+    info = {"data": [str(p) for p in used], "mapping": str(MAPPING.relative_to(ROOT))}
     command = "benchmarks/cg_ala2_learned.py --stages fit"
     if not (args.work / "prior" / "card.toml").is_file():
         prior = fit_cg_forcefield(frames, args.work / "prior", config, priors, topology,
@@ -249,6 +250,22 @@ def stage_fit(args) -> None:
     log(f"fit: {summary}")
 
 
+def split_fractions(args) -> tuple[float, float, float]:
+    """``--split`` as (train, val, test) fractions of the fit frames (time-ordered)."""
+    parts = tuple(float(x) for x in args.split.split(","))
+    if len(parts) != 3:
+        raise SystemExit(f"--split {args.split}: give train,val,test fractions")
+    return parts
+
+
+def fit_frames(args, frames: list) -> list:
+    """The frames the fit uses: all, or the first ``--fit-segments`` all-atom runs."""
+    if not args.fit_segments:
+        return frames
+    segs = json.loads((args.work / "segments.json").read_text())["segments"]
+    return frames[: sum(g["frames"] for g in segs[: args.fit_segments])]
+
+
 def fit_name(args) -> str:
     """Folder of a network fit: ``--name``, else ``model`` (SchNet) / ``cgnet``, with
     ``_sSEED`` for a seed other than 1."""
@@ -258,12 +275,36 @@ def fit_name(args) -> str:
     return base if args.seed == 1 else f"{base}_s{args.seed}"
 
 
+def stage_heldout(args) -> None:
+    """Force-matching loss of each ``--models`` card on the runs the fit did not see."""
+    from ase.io import read
+
+    from ase_mlmd.calculators.cards import load_state_dict, read_card
+    from ase_mlmd.cg.forcefield import force_matching_loss
+    from ase_mlmd.models.cg_model import cg_model_from_card
+
+    frames = read(args.work / "cg_all.extxyz", index=":")
+    held = frames[len(fit_frames(args, frames)) :]
+    if not held:
+        raise SystemExit("no held-out frames: give --fit-segments N smaller than the runs")
+    path = args.out / "heldout.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    result["frames"] = len(held)
+    result["files"] = [str(p) for p in args.aa[args.fit_segments :]]
+    for name in args.models.split(","):
+        card = read_card(args.work / name / "card.toml")
+        loss = force_matching_loss(cg_model_from_card(card, load_state_dict(card)), held)
+        result[name] = {"eV2_per_A2": loss, "kcal2_per_mol2_A2": loss * KCAL_PER_EV**2}
+        log(f"held-out force-matching loss {name}: {loss:.4f} (eV/Å)²")
+    _write_json(path, result)
+
+
 # -- md --------------------------------------------------------------------------------------
 def stage_md(args) -> None:
     from ase.io import read, write
 
-    frames = read(args.work / "cg_all.extxyz", index=":")
-    n_fit = int(0.7 * len(frames))
+    frames = fit_frames(args, read(args.work / "cg_all.extxyz", index=":"))
+    n_fit = int(split_fractions(args)[0] * len(frames))  # starts from the training part
     starts = []
     for k in range(args.replicas):
         atoms = frames[int(k * n_fit / args.replicas)].copy()
@@ -384,6 +425,8 @@ def stage_eval(args) -> None:
         "sampling_floor_half_vs_half": floor,
         "sampling_floor_other": floors,
     }
+    if (args.out / "heldout.json").is_file():
+        extra["heldout_force_matching"] = json.loads((args.out / "heldout.json").read_text())
     for fit in sorted(args.out.glob("fit_summary*.json")):
         key = "fit" + fit.stem.removeprefix("fit_summary")
         extra[key] = json.loads(fit.read_text())
@@ -413,6 +456,11 @@ def main() -> None:
     parser.add_argument("--cutoff", type=float, default=10.0)
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1, help="seed of the network fit")
+    parser.add_argument("--split", default="0.7,0.1,0.2",
+                        help="time-ordered train,val,test fractions of the fit frames")  # fmt: skip
+    parser.add_argument("--fit-segments", type=int, default=0,
+                        help="fit on the first N --aa runs only (0: all); the rest is held "
+                        "out (stage heldout)")  # fmt: skip
     parser.add_argument("--name", default=None,
                         help="folder of the network fit (default model/cgnet, _sSEED)")  # fmt: skip
     parser.add_argument("--patience", type=int, default=10, help="early-stopping patience")
@@ -437,6 +485,8 @@ def main() -> None:
         stage_choose(args)
     if "fit" in stages:
         stage_fit(args)
+    if "heldout" in stages:
+        stage_heldout(args)
     if "md" in stages:
         stage_md(args)
     if "eval" in stages:
