@@ -73,6 +73,13 @@ def add_arguments(parser) -> None:
         default=d.unrolled,
         help=f"inner DG steps the gradient flows through ({d.unrolled})",
     )
+    weights = ",".join(f"{w:g}" for w in d.dg_weights)
+    add(
+        "--dg-weights",
+        default=weights,
+        help="distance-geometry stress weights of bonds, 1-3 pairs, ..., longer pairs "
+        f"(comma-separated; 1 = all pairs alike; default {weights})",
+    )
     add(
         "--max-conformers",
         type=int,
@@ -83,6 +90,15 @@ def add_arguments(parser) -> None:
     add("--no-resume", action="store_true", help="ignore a checkpoint in the output folder")
     add("--no-progress", action="store_true", help="no progress display")
     add("-o", "--output", required=True, help="output folder")
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--dg-weights {text!r}: give comma-separated positive numbers, e.g. 100,30,1"
+        ) from None
 
 
 def run(args) -> None:
@@ -97,6 +113,7 @@ def run(args) -> None:
             latent=args.latent,
             max_hops=args.max_hops,
             unrolled=args.unrolled,
+            dg_weights=_weights(args.dg_weights),
             beta=args.beta,
             distance_weight=args.distance_weight,
             lr=args.lr,

@@ -17,10 +17,14 @@ Programming" (ICML 2021). The model, for a molecule graph G (RDKit features on t
   message passing over G on (h_i, z_i) (``latent_layers`` layers), then an MLP per
   extended edge (i, j) of (g_i + g_j, g_i * g_j, edge features, z_i + z_j, z_i * z_j) → distance
   d_ij = 0.5 Å + softplus(·);
-* coordinates by distance geometry (:func:`.distance_geometry.embed`): the inner problem
-  min_X sum_e (|x_i − x_j| − d_e)² solved by preconditioned descent (MDS start + seeded noise,
-  4D then 3D); the outer loss is differentiated through the last ``unrolled`` inner steps
-  (truncated back-propagation, the bilevel approximation used here).
+* coordinates by distance geometry (:func:`.distance_geometry.embed`): the inner problem, a
+  weighted stress min_X sum_e w_e (|x_i − x_j| − d_e)² with w_e by the pair's bond count
+  (``dg_weights``: bonds 100, 1-3 pairs 30, longer pairs 1 by default, so that predicted
+  long-range distances that do not fit together bend torsions, not bonds), solved by
+  preconditioned descent (MDS start + seeded noise, 4D then 3D; the weights act in the second
+  half of the 3D steps); the outer loss is differentiated through the last ``unrolled`` inner
+  steps (truncated back-propagation, the bilevel approximation used here), in training and in
+  sampling alike.
 
 Loss per molecule (Å², summed over the batch mean)::
 
@@ -54,10 +58,12 @@ from ase_mlmd.conformers.confvae_features import (
     edge_feature_size,
     mol_graph,
 )
-from ase_mlmd.conformers.distance_geometry import aligned_msd, edge_lengths, embed
+from ase_mlmd.conformers.distance_geometry import aligned_msd, edge_lengths, embed, hop_weights
 from ase_mlmd.errors import CardError
 
 CONFVAE_BACKEND = "confvae"
+#: default DG stress weights by bond count: bonds, 1-3 pairs, all longer pairs
+DG_WEIGHTS = (100.0, 30.0, 1.0)
 CITATION = (
     "M. Xu, W. Wang, S. Luo, C. Shi, Y. Bengio, R. Gomez-Bombarelli, J. Tang, An End-to-End "
     "Framework for Molecular Conformation Generation via Bilevel Programming, ICML 2021"
@@ -79,6 +85,9 @@ class ConfVAESettings:
         n_rbf: radial basis functions of the conformation encoder (0–8 Å).
         steps_4d, steps, unrolled: inner DG steps in 4D, in 3D, and the unrolled last 3D steps.
         noise: Å, standard deviation of the DG start noise.
+        dg_weights: stress weight of a pair by its bond count (bonds, 1-3 pairs, ...; the last
+            entry for all longer pairs); ``[1.0]`` weighs every pair alike (cards written
+            before the weights existed load with this).
     """
 
     vocabulary: list[str]
@@ -92,6 +101,7 @@ class ConfVAESettings:
     steps: int = 150
     unrolled: int = 10
     noise: float = 0.3
+    dg_weights: list[float] = dataclasses.field(default_factory=lambda: list(DG_WEIGHTS))
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,8 +219,10 @@ class ConfVAE(nn.Module):
     ) -> torch.Tensor:
         """Distance geometry (N_tot, 3) Å from predicted ``distances`` (gradient: last steps)."""
         s = self.settings
+        uniform = len(set(s.dg_weights)) == 1  # all pairs alike: the plain stress
+        weights = None if uniform else hop_weights(batch.hops, s.dg_weights, distances.dtype)
         return embed(distances, batch.edges, batch.counts, generator, s.steps_4d, s.steps,
-                     s.unrolled, s.noise)  # fmt: skip
+                     s.unrolled, s.noise, weights=weights)  # fmt: skip
 
     def loss(
         self,
@@ -311,8 +323,9 @@ def load_confvae(card_path: str | os.PathLike) -> ConfVAE:
         )
     if card.weights is None or card.weights.format != "safetensors":
         raise CardError(f"{card.path}: a ConfVAE card needs [weights] in safetensors format")
+    parameters = {"dg_weights": [1.0], **card.parameters}  # older cards: unweighted DG
     try:
-        settings = ConfVAESettings(**card.parameters)
+        settings = ConfVAESettings(**parameters)
         model = ConfVAE(settings)
         model.load_state_dict(load_state_dict(card))
     except (TypeError, RuntimeError) as err:

@@ -145,7 +145,7 @@ class GraphBatch:
         atom_features: (N_tot, F); edges: (2, E_tot) into the concatenation;
         edge_features: (E_tot, Fe); atom_mol: (N_tot,) molecule of each atom;
         edge_mol: (E_tot,) molecule of each edge; counts: atoms per molecule (B,);
-        heavy: (N_tot,) bool.
+        heavy: (N_tot,) bool; hops: (E_tot,) bonds between the atoms of each edge.
     """
 
     atom_features: torch.Tensor
@@ -155,6 +155,7 @@ class GraphBatch:
     edge_mol: torch.Tensor
     counts: torch.Tensor
     heavy: torch.Tensor
+    hops: torch.Tensor
 
     @property
     def n_molecules(self) -> int:
@@ -185,4 +186,5 @@ def collate(graphs: Sequence[MolGraph]) -> GraphBatch:
         edge_mol=torch.repeat_interleave(torch.arange(len(graphs)), n_edges),
         counts=counts,
         heavy=torch.cat([g.heavy for g in graphs]),
+        hops=torch.cat([g.hops for g in graphs]),
     )

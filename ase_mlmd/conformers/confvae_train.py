@@ -37,7 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ase_mlmd.conformers.confvae import ConfVAE, ConfVAESettings, export_confvae_card
+from ase_mlmd.conformers.confvae import (
+    DG_WEIGHTS,
+    ConfVAE,
+    ConfVAESettings,
+    export_confvae_card,
+)
 from ase_mlmd.conformers.confvae_data import ConformerSet, read_reference, split_reference
 from ase_mlmd.conformers.confvae_features import mol_graph
 from ase_mlmd.data.splits import parse_split
@@ -66,7 +71,7 @@ class ConfVAETrainConfig:
 
     Attributes:
         hidden, layers, latent, latent_layers, max_hops, n_rbf, steps_4d, steps, unrolled,
-            noise: see :class:`~ase_mlmd.conformers.confvae.ConfVAESettings`.
+            noise, dg_weights: see :class:`~ase_mlmd.conformers.confvae.ConfVAESettings`.
         beta: KL weight, reached linearly over the first ``kl_warmup_epochs`` epochs (KL
             annealing against posterior collapse; validation always uses ``beta``);
             distance_weight: weight of the direct distance term (Å²).
@@ -90,6 +95,7 @@ class ConfVAETrainConfig:
     steps: int = 100
     unrolled: int = 10
     noise: float = 0.3
+    dg_weights: list[float] = dataclasses.field(default_factory=lambda: list(DG_WEIGHTS))
     beta: float = 0.001
     kl_warmup_epochs: float = 3.0
     distance_weight: float = 1.0
@@ -116,6 +122,9 @@ class ConfVAETrainConfig:
             ("hidden", "layers", "latent", "max_hops", "batch_size",
              "max_epochs", "early_stop_patience", "checkpoint_every_batches"),
         )  # fmt: skip
+        self.dg_weights = [float(w) for w in self.dg_weights]
+        if not self.dg_weights or min(self.dg_weights) <= 0:
+            raise ValueError(f"DG weights must be positive numbers, got {self.dg_weights}")
         if self.lr <= 0 or min(self.beta, self.distance_weight, self.kl_warmup_epochs) < 0:
             raise ValueError("lr must be > 0; beta, kl_warmup_epochs, distance_weight >= 0")
 

@@ -2,18 +2,21 @@
 
 The inner problem of ConfVAE's bilevel program: given target distances ``t_e`` on the edges
 ``e = (i, j)`` of a molecule's extended graph, find coordinates ``X`` (N, 3) minimising the
-distance-error objective::
+weighted distance-error objective (a weighted stress)::
 
-    E(X) = sum_e (|x_i - x_j| - t_e)^2                                               (Å^2)
+    E(X) = sum_e w_e (|x_i - x_j| - t_e)^2                                           (Å^2)
 
-It is solved by Jacobi-preconditioned gradient descent::
+with per-pair weights ``w_e`` (default 1; ConfVAE weighs bonds and 1-3 pairs far above longer
+pairs, :func:`hop_weights`, so that inconsistent long-range targets bend torsions and angles,
+not bonds). It is solved by Jacobi-preconditioned gradient descent::
 
-    x_i <- x_i - alpha / (2 deg_i) * dE/dx_i
-         = (1 - alpha) x_i + alpha / deg_i * sum_{j ~ i} [x_j + t_ij (x_i - x_j) / d_ij]
+    x_i <- x_i - alpha / (2 deg_i) * dE/dx_i,      deg_i = sum_{j ~ i} w_ij
+         = (1 - alpha) x_i + alpha / deg_i * sum_{j ~ i} w_ij [x_j + t_ij (x_i - x_j) / d_ij]
 
-(with ``alpha = 1`` the localised stress-majorisation update; ``alpha < 1`` damps it because all
-atoms move at once). ``E`` depends on distances only, so it is invariant to rotations,
-translations and reflections of ``X``; the solution is defined up to these.
+(with ``alpha = 1`` the localised stress-majorisation update of the weighted stress;
+``alpha < 1`` damps it because all atoms move at once). ``E`` depends on distances only, so it
+is invariant to rotations, translations and reflections of ``X``; the solution is defined up
+to these.
 
 Start (:func:`embed`): the targets are completed to a full distance matrix by shortest paths
 over the edge graph (an upper bound of every distance), embedded in 4D by classical
@@ -21,7 +24,12 @@ multidimensional scaling, and perturbed by seeded Gaussian noise; the descent ru
 (the extra dimension lets atoms pass each other, which removes most local minima such as a
 hydrogen on the wrong side of its carbon), then the coordinates are projected onto their three
 principal axes and the descent continues in 3D. (:func:`random_start` gives a plain seeded random
-start instead.)
+start instead.) With per-pair ``weights``, the 4D steps and the first half of the 3D steps use
+the plain (unweighted) stress, which settles the global shape fast, and the second half of the
+3D steps (with the unrolled ones) the weighted stress: strongly weighted bonds make the Jacobi
+descent slow at moving whole fragments, so weighting from the start leaves the long-range shape
+unconverged (measured on FreeSolv molecules with exact targets: all-atom RMSD 0.09 Å median
+weighted throughout vs 0.003 Å with this schedule, 100 + 100 steps).
 
 The outer gradient (of a loss on the final coordinates with respect to the targets, hence to
 the network that predicted them) flows through the last ``unrolled`` steps only: the first
@@ -35,6 +43,8 @@ concatenation (edges never join two molecules).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -54,19 +64,37 @@ def edge_lengths(positions: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((delta * delta).sum(-1) + _EPS**2)
 
 
+def hop_weights(hops: torch.Tensor, table: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+    """Per-edge weights (E,) from each edge's bond count ``hops`` (E,): ``table[h - 1]``, the
+    last entry for every longer pair (``table = (1,)``: all pairs alike)."""
+    if not len(table) or min(table) <= 0:
+        raise ValueError(f"DG weights must be a non-empty list of positive numbers, got {table}")
+    values = torch.as_tensor(list(table), dtype=dtype)
+    return values[(hops.long() - 1).clamp(0, len(table) - 1)]
+
+
 def distance_error(
-    positions: torch.Tensor, edges: torch.Tensor, targets: torch.Tensor
+    positions: torch.Tensor,
+    edges: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The inner objective ``sum_e (|x_i - x_j| - t_e)^2`` (scalar, Å^2)."""
-    return ((edge_lengths(positions, edges) - targets) ** 2).sum()
+    """The inner objective ``sum_e w_e (|x_i - x_j| - t_e)^2`` (scalar, Å^2; w = 1 if None)."""
+    error = (edge_lengths(positions, edges) - targets) ** 2
+    return (error if weights is None else weights * error).sum()
 
 
-def node_degrees(edges: torch.Tensor, n_atoms: int, dtype: torch.dtype) -> torch.Tensor:
-    """Number of edges at each atom (N,), at least 1 (an isolated atom does not move)."""
-    ones = torch.ones(edges.shape[1], dtype=dtype, device=edges.device)
+def node_degrees(
+    edges: torch.Tensor, n_atoms: int, dtype: torch.dtype, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Summed edge weight at each atom (N,) (the number of edges when ``weights`` is None),
+    at least 1e-12 (an isolated atom does not move)."""
+    if weights is None:
+        weights = torch.ones(edges.shape[1], dtype=dtype, device=edges.device)
+    weights = weights.to(dtype)
     degree = torch.zeros(n_atoms, dtype=dtype, device=edges.device)
-    degree.index_add_(0, edges[0], ones).index_add_(0, edges[1], ones)
-    return degree.clamp(min=1.0)
+    degree.index_add_(0, edges[0], weights).index_add_(0, edges[1], weights)
+    return degree.clamp(min=1e-12)
 
 
 def dg_step(
@@ -75,11 +103,15 @@ def dg_step(
     targets: torch.Tensor,
     degree: torch.Tensor,
     alpha: float = DEFAULT_ALPHA,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One preconditioned gradient step (see the module docstring); returns new (N, 3) Å."""
+    """One preconditioned gradient step (see the module docstring); returns new (N, 3) Å.
+    ``degree`` must be :func:`node_degrees` of the same ``weights``."""
     delta = positions[edges[0]] - positions[edges[1]]
     length = torch.sqrt((delta * delta).sum(-1, keepdim=True) + _EPS**2)
     force = (length - targets[:, None]) / length * delta  # half dE/dx_i from this edge
+    if weights is not None:
+        force = force * weights[:, None]
     grad = torch.zeros_like(positions)
     grad = grad.index_add(0, edges[0], force).index_add(0, edges[1], -force)
     return positions - alpha * grad / degree[:, None]
@@ -103,6 +135,7 @@ def solve_distance_geometry(
     steps: int = 200,
     unrolled: int = 10,
     alpha: float = DEFAULT_ALPHA,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Coordinates that fit ``targets`` on ``edges``, from ``start``.
 
@@ -114,6 +147,7 @@ def solve_distance_geometry(
         unrolled: the last this many steps are recorded for autograd (gradient w.r.t.
             ``targets`` flows through them only); clipped to ``steps``.
         alpha: damping of the preconditioned step (0 < alpha <= 1).
+        weights: per-edge weights (E,) of the stress (None: all 1); constants.
 
     Returns:
         coordinates (N, 3), Å, differentiable w.r.t. ``targets`` through the last ``unrolled``
@@ -124,14 +158,16 @@ def solve_distance_geometry(
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
     unrolled = min(unrolled, steps)
-    degree = node_degrees(edges, start.shape[0], start.dtype)
+    if weights is not None:
+        weights = weights.detach().to(start.dtype)
+    degree = node_degrees(edges, start.shape[0], start.dtype, weights)
     positions = start.detach()
     with torch.no_grad():
         fixed = targets.detach()
         for _ in range(steps - unrolled):
-            positions = dg_step(positions, edges, fixed, degree, alpha)
+            positions = dg_step(positions, edges, fixed, degree, alpha, weights)
     for _ in range(unrolled):
-        positions = dg_step(positions, edges, targets, degree, alpha)
+        positions = dg_step(positions, edges, targets, degree, alpha, weights)
     return positions
 
 
@@ -205,18 +241,22 @@ def embed(
     unrolled: int = 10,
     noise: float = DEFAULT_NOISE,
     alpha: float = DEFAULT_ALPHA,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """3D coordinates (N_tot, 3), Å, fitting ``targets`` for several concatenated molecules.
 
     MDS start in 4D + seeded noise, ``steps_4d`` steps in 4D, projection to 3D per molecule,
     then ``steps`` steps in 3D of which the last ``unrolled`` carry the gradient w.r.t.
-    ``targets`` (see the module docstring).
+    ``targets``; with ``weights``, the second half of the 3D steps minimises the weighted
+    stress (see the module docstring).
 
     Args:
         targets: (E,) target distances, Å (may require grad).
         edges: (2, E) pairs into the concatenated atoms; never across molecules.
         counts: (B,) atoms per molecule, in concatenation order.
         generator: seeds the start noise (None: torch's global generator).
+        weights: per-edge stress weights (E,) (None: all 1), used in the last
+            ``steps - steps // 2`` 3D steps (``unrolled`` is clipped to these).
     """
     dtype = targets.dtype
     fixed = targets.detach().cpu().numpy().astype(np.float64)
@@ -234,4 +274,7 @@ def embed(
         start = torch.cat(
             [principal_axes(start[int(starts[b]) : int(starts[b + 1])]) for b in range(len(parts))]
         )
-    return solve_distance_geometry(targets, edges, start, steps, unrolled, alpha)
+        if weights is not None:
+            start = solve_distance_geometry(targets.detach(), edges, start, steps // 2, 0, alpha)
+            steps -= steps // 2
+    return solve_distance_geometry(targets, edges, start, steps, unrolled, alpha, weights)
