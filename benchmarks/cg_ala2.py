@@ -40,7 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ala2_cg"
-OUT = ROOT / "benchmarks" / "cg_runs" / "ala2"
+OUT = ROOT / "benchmarks" / "cg_runs" / "ala2"  # --out changes it (5a: cg_runs/ala2_5a)
 
 
 def log(text: str) -> None:
@@ -56,6 +56,8 @@ def part_fit(args, frames) -> None:
     hyper = {"n_atom_basis": 32, "n_interactions": 2, "n_rbf": 20}
     if args.network == "cgnet":
         hyper = {"hidden": [int(h) for h in args.hidden.split(",")], "activation": "tanh"}
+        if args.lipschitz:
+            hyper["lipschitz"] = args.lipschitz
     config = TrainConfig(
         model=args.network,
         cutoff=args.cutoff,
@@ -66,8 +68,8 @@ def part_fit(args, frames) -> None:
         lr=args.lr,
         max_epochs=args.max_epochs,
         max_time=args.max_time,
-        early_stop_patience=10,
-        lr_patience=3,
+        early_stop_patience=args.patience,
+        lr_patience=args.lr_patience,
         seed=args.seed,
     )
     info = {"data": str(DATA), "units": "kcal/mol (forces kcal/mol/Å, converted to eV/Å)"}
@@ -197,6 +199,7 @@ def part_eval(args, frames) -> None:
 
 
 def main() -> None:
+    global OUT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default="fit,md,eval")
     parser.add_argument("--priors", default="bonds,angles,dihedrals,repulsion")
@@ -215,6 +218,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--patience", type=int, default=10, help="early-stopping patience")
+    parser.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
+    parser.add_argument("--lipschitz", type=float, default=0.0,
+                        help="cgnet: spectral-norm bound of every layer (0: none)")  # fmt: skip
+    parser.add_argument("--out", default=str(OUT), help="folder of cards, runs and report")
     parser.add_argument("--max-time", default="12m")
     parser.add_argument("--replicas", type=int, default=100)
     parser.add_argument("--steps", type=int, default=125_000)
@@ -224,6 +232,7 @@ def main() -> None:
     parser.add_argument("--models", default="prior,prior_nodihedral,model")
     parser.add_argument("--discard", type=float, default=0.1)
     args = parser.parse_args()
+    OUT = Path(args.out).resolve()
     torch.set_num_threads(1)
     from ase_mlmd.cg.data import read_cg_data
 

@@ -106,7 +106,8 @@ def build_network(
     ``config.model``: ``schnet``/``painn`` (schnetpack over bead types) or ``cgnet`` (MLP over
     the internal coordinates of ``topology``: all bead-pair distances, its angles, cos and sin
     of its dihedrals; features standardised over ``frames``, the training frames; hidden
-    layers from the hyperparameters ``hidden`` = [widths] or ``width`` and ``depth``).
+    layers from the hyperparameters ``hidden`` = [widths] or ``width`` and ``depth``; optional
+    ``lipschitz`` = λ, CGnet's spectral-norm bound on every layer).
     """
     if config.model == "cgnet":
         return _build_cgnet(config, n_types, residual_rms, topology, frames)
@@ -152,6 +153,7 @@ def _build_cgnet(
         dihedrals=topology.dihedrals,
         hidden=hidden,
         activation=hyper.get("activation", "tanh"),
+        lipschitz=hyper.get("lipschitz"),
         cutoff=config.cutoff,
         species=range(1, n_types + 1),
         dtype=getattr(torch, config.dtype),

@@ -16,6 +16,14 @@ molecule, bead after bead, as for :class:`ase_mlmd.models.bonded.BondedPrior`; t
 energy is the sum over its molecules. Forces and stress come from the shared autograd path
 (:func:`ase_mlmd.models.interface.evaluate`). The features need no neighbour list; ``cutoff``
 is only declared (for the sum with a prior).
+
+Lipschitz regularisation (CGnet's λ, ``lipschitz=λ``): every dense layer uses the weight
+W · min(1, λ / σ(W)), σ the spectral norm (largest singular value), so the spectral norm of
+each layer as used is at most λ at every training step and in the card. CGnet projects W after
+each optimiser step; here the same projection is applied when the layer is used (the factor is
+not differentiated, as a projection is not), which keeps the bound without a hook in the
+training loop and also holds for the EMA weights. The factor is recomputed only when the
+weights change (cached on the parameter's version), so MD pays nothing for it.
 """
 
 from __future__ import annotations
@@ -49,6 +57,9 @@ class CGnetNetwork(EnergyModel):
         species: pseudo atomic numbers accepted (None: any).
         dtype: floating dtype of weights and buffers.
         seed: seed of the weight initialisation (None: torch's global generator).
+        lipschitz: bound λ on the spectral norm of every dense layer as used (None: none;
+            CGnet's Lipschitz regularisation, see the module docstring). Energy in eV over
+            standardised features, so λ is in those units.
     """
 
     provides: tuple[str, ...] = ()
@@ -64,8 +75,13 @@ class CGnetNetwork(EnergyModel):
         species: Sequence[int] | None = None,
         dtype: torch.dtype = torch.float64,
         seed: int | None = None,
+        lipschitz: float | None = None,
     ) -> None:
         super().__init__(cutoff=cutoff, species=species)
+        if lipschitz is not None and not float(lipschitz) > 0:
+            raise ValueError(f"lipschitz must be a positive bound (or None), got {lipschitz}")
+        self.lipschitz = None if lipschitz is None else float(lipschitz)
+        self._scales: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.n_beads = int(n_beads)
@@ -104,13 +120,50 @@ class CGnetNetwork(EnergyModel):
 
     def hyperparameters(self) -> dict[str, Any]:
         """What rebuilds this network (for a card's ``[parameters.network] parameters``)."""
-        return {
+        parameters = {
             "n_beads": self.n_beads,
             "angles": self.angles.tolist(),
             "dihedrals": self.dihedrals.tolist(),
             "hidden": list(self.hidden),
             "activation": self.activation,
         }
+        if self.lipschitz is not None:
+            parameters["lipschitz"] = self.lipschitz
+        return parameters
+
+    # ------------------------------------------------------------------ Lipschitz bound
+    def _scale(self, k: int, weight: torch.Tensor) -> torch.Tensor:
+        """min(1, λ / σ(W)) of layer ``k`` (a 0-d tensor, not differentiated), cached until
+        the weight changes in place (optimiser step, state loading)."""
+        key = (weight._version, weight.data_ptr())
+        cached = self._scales.get(k)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                sigma = torch.linalg.matrix_norm(weight.detach(), ord=2)
+                scale = torch.clamp(self.lipschitz / sigma, max=1.0)
+            cached = (key, scale)
+            self._scales[k] = cached
+        return cached[1]
+
+    def effective_weights(self) -> list[torch.Tensor]:
+        """The weights of the dense layers as used (after the Lipschitz projection), in order."""
+        out = []
+        for k, layer in enumerate(self.mlp):
+            if isinstance(layer, torch.nn.Linear):
+                w = layer.weight
+                out.append(w * self._scale(k, w) if self.lipschitz is not None else w)
+        return out
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lipschitz is None:
+            return self.mlp(x)
+        for k, layer in enumerate(self.mlp):
+            if isinstance(layer, torch.nn.Linear):
+                scale = self._scale(k, layer.weight)
+                x = torch.nn.functional.linear(x, layer.weight * scale, layer.bias)
+            else:
+                x = layer(x)
+        return x
 
     # ------------------------------------------------------------------ features
     def features(self, batch: AtomsBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +201,7 @@ class CGnetNetwork(EnergyModel):
     def forward(self, batch: AtomsBatch) -> dict[str, torch.Tensor]:
         feats, system = self.features(batch)
         x = (feats.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
-        energy = self.mlp(x).squeeze(-1).to(batch.dtype)
+        energy = self._dense(x).squeeze(-1).to(batch.dtype)
         return {"energy": scatter_sum(energy, system, batch.n_systems)}
 
 
@@ -171,6 +224,7 @@ def cgnet_from_state(
         dihedrals=parameters.get("dihedrals", ()),
         hidden=parameters.get("hidden", (128, 128, 128)),
         activation=str(parameters.get("activation", "tanh")),
+        lipschitz=parameters.get("lipschitz"),
         cutoff=cutoff,
         species=species,
         dtype=dtype,
