@@ -173,6 +173,16 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=6.0, help="energy window, kcal/mol (6)")
     p.add_argument("--fmax", type=float, default=0.05, help="relaxation fmax, eV/Å (0.05)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument(
+        "--relax-frames",
+        metavar="DIR",
+        help="etkdg+relax: also write labelled frames along every relaxation (energy, forces "
+        "of --calc; the start, every --relax-every steps, the end) to DIR/<id>.extxyz: "
+        "training data for an ML force field",
+    )
+    p.add_argument(
+        "--relax-every", type=int, default=5, help="relaxation frame interval, steps (5)"
+    )
     p.add_argument("-o", "--output", required=True, help="NAME.extxyz or folder DIR/")
     return p
 
@@ -195,6 +205,11 @@ def _run_generate(args, parser) -> None:
         records = [molecule_record(args.input, "mol_1", "the command line")]
     out = Path(args.output)
     single = out.suffix in (".extxyz", ".xyz")
+    frames_dir = Path(args.relax_frames) if args.relax_frames else None
+    if frames_dir is not None and args.method != "etkdg+relax":
+        parser.error(f"--relax-frames needs --method etkdg+relax (got {args.method})")
+    if args.relax_every < 1:
+        parser.error(f"--relax-every must be >= 1, got {args.relax_every}")
     options = dict(
         method=args.method,
         calc=args.calc,
@@ -213,9 +228,18 @@ def _run_generate(args, parser) -> None:
                 print(f"{target} exists: skipped", file=sys.stderr)
                 bar.update(1)
                 continue
-            confs = generate_conformers(rec.smiles, args.n, **options)
+            path = []
+            confs = generate_conformers(
+                rec.smiles,
+                args.n,
+                **options,
+                on_frame=None if frames_dir is None else path.append,
+                frame_every=args.relax_every,
+            )
             for atoms in confs:
                 atoms.info["mol_id"] = rec.id
+            if frames_dir is not None:
+                _write_relax_frames(frames_dir / f"{rec.id}.extxyz", path, rec, confs)
             if single:
                 frames.extend(confs)
             else:
@@ -228,6 +252,22 @@ def _run_generate(args, parser) -> None:
             with atomic_output(out) as tmp:
                 write(tmp, frames, format="extxyz")
     print(f"conformers of {len(records)} molecule(s) written to {out}")
+
+
+def _write_relax_frames(path, frames, rec, confs) -> None:
+    """Labelled relaxation frames of one molecule, written atomically (energy, forces)."""
+    from ase.io import write
+
+    from ase_mlmd.fileio import atomic_output
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tags = {"mol_id": rec.id}
+    if confs:
+        tags.update(smiles=confs[0].info["smiles"], mapped_smiles=confs[0].info["mapped_smiles"])
+    for frame in frames:
+        frame.info.update(tags, source="etkdg+relax")
+    with atomic_output(path) as tmp:
+        write(tmp, frames, format="extxyz")
 
 
 def _eval_parser() -> argparse.ArgumentParser:

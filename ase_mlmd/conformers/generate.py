@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator, CalculationFailed
+from ase.calculators.singlepoint import SinglePointCalculator
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
@@ -90,17 +92,31 @@ def relax_conformers(
     calc: BaseCalculator | str | None = None,
     fmax: float = 0.05,
     steps: int = 300,
+    on_frame: Callable[[Atoms], None] | None = None,
+    frame_every: int = 5,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Relax each structure [m, n_atoms, 3] with ``calc``. Returns (positions [k, n_atoms, 3],
     energies [k] eV, kept [k] indices into the input): structures whose bonds or stereo
     changed during relaxation are left out, and so are those the calculator fails on (ASE's
     ``CalculationFailed``, e.g. a GFN2-xTB SCF that does not converge for a distorted start).
 
+    ``on_frame`` receives labelled frames along every relaxation (training data for an ML
+    force field): the start, every ``frame_every``-th optimiser step and the last structure,
+    each an ``Atoms`` with the calculator's energy (eV) and forces (eV/Å) attached (a
+    single-point calculator) and ``info`` ``relax_start`` (index into ``positions``),
+    ``relax_step`` and ``relax_last`` (True on the last frame of a relaxation). Frames of
+    relaxations that later break a bond or fail are passed too (their labels are valid).
+
     Raises:
         UnsupportedSpeciesError: ``calc`` cannot handle an element of ``mol``.
+        ConformerRequestError: ``frame_every`` < 1.
     """
     from ase_mlmd.data.reference import check_species
 
+    if on_frame is not None and (int(frame_every) != frame_every or frame_every < 1):
+        raise ConformerRequestError(
+            f"the relaxation frame interval must be >= 1 (--relax-every), got {frame_every}"
+        )
     calc = _calculator(calc)
     atoms = Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()])
     smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
@@ -109,17 +125,53 @@ def relax_conformers(
     out_pos, out_e, kept = [], [], []
     for k, pos in enumerate(positions):
         atoms.positions = pos
+        record = None if on_frame is None else _FrameRecorder(atoms, k, on_frame)
         try:
-            energy, _, _ = quench(atoms, fmax, steps)
+            energy, ncalls, _ = quench(
+                atoms, fmax, steps, observer=record, interval=int(frame_every)
+            )
         except CalculationFailed:
             calc.reset()  # no start guess from the failed structure
+            if record is not None and record.pending is not None:
+                on_frame(record.pending)
             continue
+        if record is not None:
+            record.last(ncalls - 1)
         if graph_preserved(mol, atoms.positions):
             out_pos.append(atoms.positions.copy())
             out_e.append(energy)
             kept.append(k)
     n_atoms = len(atoms)
     return np.array(out_pos).reshape(-1, n_atoms, 3), np.array(out_e), np.array(kept, dtype=int)
+
+
+class _FrameRecorder:
+    """Optimiser observer: passes labelled copies of the structure to ``sink``, one frame
+    behind, so that the last frame of a relaxation can be marked."""
+
+    def __init__(self, atoms: Atoms, start: int, sink: Callable[[Atoms], None]) -> None:
+        self.atoms, self.start, self.sink = atoms, start, sink
+        self.pending: Atoms | None = None
+
+    def __call__(self, step: int) -> None:
+        if self.pending is not None:
+            self.sink(self.pending)
+        frame = Atoms(numbers=self.atoms.numbers, positions=self.atoms.positions.copy())
+        frame.calc = SinglePointCalculator(
+            frame,
+            energy=float(self.atoms.get_potential_energy()),
+            forces=self.atoms.get_forces().copy(),
+        )
+        frame.info.update(relax_start=self.start, relax_step=int(step), relax_last=False)
+        self.pending = frame
+
+    def last(self, step: int) -> None:
+        """Pass the final structure (optimiser step ``step``), marked ``relax_last``."""
+        if self.pending is None or self.pending.info["relax_step"] != step:
+            self(step)
+        self.pending.info["relax_last"] = True
+        self.sink(self.pending)
+        self.pending = None
 
 
 def generate_conformers(
@@ -133,6 +185,8 @@ def generate_conformers(
     window: float | None = 6.0,
     fmax: float = 0.05,
     seed: int = 0,
+    on_frame: Callable[[Atoms], None] | None = None,
+    frame_every: int = 5,
 ) -> list[Atoms]:
     """Conformers of a molecule as ASE structures (module docstring for the methods).
 
@@ -147,6 +201,8 @@ def generate_conformers(
         window: energy window above the lowest (kcal/mol) for relaxed conformers; None: all.
         fmax: relaxation convergence (eV/Å).
         seed: random seed.
+        on_frame, frame_every: ``etkdg+relax`` only: receives labelled frames along each
+            relaxation (see :func:`relax_conformers`), e.g. to write training data.
 
     Returns:
         list of ``Atoms`` (energies attached for ``etkdg+relax``, lowest first).
@@ -176,7 +232,9 @@ def generate_conformers(
             mol_to_atoms(with_positions(mol, positions[k]), method="etkdg", seed=seed) for k in keep
         ]
     calc = _calculator(calc)
-    positions, energies, _ = relax_conformers(mol, positions, calc, fmax)
+    positions, energies, _ = relax_conformers(
+        mol, positions, calc, fmax, on_frame=on_frame, frame_every=frame_every
+    )
     if not len(energies):
         raise ConformerRequestError(
             f"every relaxed conformer of {Chem.MolToSmiles(Chem.RemoveHs(mol))} changed its "

@@ -29,6 +29,7 @@ Conventions (every module of :mod:`ase_mlmd.conformers` keeps them):
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -269,9 +270,14 @@ def rotatable_bond_count(mol: Chem.Mol) -> int:
     return int(rdMolDescriptors.CalcNumRotatableBonds(Chem.RemoveHs(mol)))
 
 
+#: a comment starts with '#' at the start of a line or after whitespace
+_COMMENT = re.compile(r"(?:^|\s)#")
+
+
 def read_smiles_file(path: str | os.PathLike) -> list[MoleculeRecord]:
     """Read a SMILES file: one molecule per line, ``SMILES [id]`` (whitespace separated; blank
-    lines and ``#`` comments skipped; a missing id becomes ``mol_LINE``). A CSV index written by
+    lines and comments skipped: ``#`` at the start of a line or after whitespace, since ``#``
+    inside a SMILES is a triple bond; a missing id becomes ``mol_LINE``). A CSV index written by
     the reference driver (header with ``id`` and ``smiles`` columns) is read as well.
 
     Raises:
@@ -290,7 +296,7 @@ def read_smiles_file(path: str | os.PathLike) -> list[MoleculeRecord]:
             records.append(molecule_record(row["smiles"], row["id"], f"{path}:{k}"))
     else:
         for k, line in enumerate(lines, start=1):
-            text = line.split("#", 1)[0].strip()
+            text = _COMMENT.split(line, maxsplit=1)[0].strip()  # '#' in a SMILES: triple bond
             if not text:
                 continue
             parts = text.split()

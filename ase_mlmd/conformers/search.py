@@ -25,6 +25,7 @@ Gradients are counted as calculator calls (MD steps + optimiser steps + 1 per qu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,10 +94,20 @@ def graph_preserved(mol: Chem.Mol, positions: np.ndarray, factor: float = 1.25) 
     return not atoms and not bonds
 
 
-def quench(atoms: Atoms, fmax: float = 0.05, steps: int = 300) -> tuple[float, int, bool]:
+def quench(
+    atoms: Atoms,
+    fmax: float = 0.05,
+    steps: int = 300,
+    observer: Callable[[int], None] | None = None,
+    interval: int = 1,
+) -> tuple[float, int, bool]:
     """Optimise ``atoms`` in place (ASE LBFGS, quiet). Returns (energy eV, gradient calls,
-    converged)."""
+    converged). ``observer(step)`` is called at the start (step 0) and after every
+    ``interval``-th optimiser step, when ``atoms``' calculator holds the energy and forces of
+    the current positions."""
     opt = LBFGS(atoms, logfile=None, maxstep=0.2)
+    if observer is not None:
+        opt.attach(lambda: observer(int(opt.nsteps)), interval=interval)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     return float(atoms.get_potential_energy()), int(opt.nsteps) + 1, converged
 
