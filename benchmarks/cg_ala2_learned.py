@@ -197,7 +197,7 @@ def stage_fit(args) -> None:
     frames = fit_frames(args, read(args.work / "cg_all.extxyz", index=":"))
     topology = CGMapping.from_json(MAPPING).topology()
     priors = PriorSettings(terms=("bonds", "angles", "dihedrals", "repulsion"),
-                           temperature_K=300.0)  # fmt: skip
+                           temperature_K=300.0, exclusion=args.exclusion)  # fmt: skip
     schnet = args.network == "schnet"
     config = TrainConfig(
         model=args.network,
@@ -217,6 +217,18 @@ def stage_fit(args) -> None:
     )
     used = args.aa[: args.fit_segments] if args.fit_segments else args.aa
     info = {"data": [str(p) for p in used], "mapping": str(MAPPING.relative_to(ROOT))}
+    dropped = []
+    if args.prior_angles == "harmonic":  # see benchmarks/cg_learned_prior.py
+        from cg_learned_prior import harmonic_angle_topology
+
+        from ase_mlmd.train.trainer import make_split
+
+        train_pos = np.stack(
+            [a.positions for a in make_split(frames, config).frames(frames, "train")]
+        )
+        topology, dropped = harmonic_angle_topology(topology, train_pos, priors)
+        info["prior_angles_dropped"] = dropped
+        log(f"prior angles without a harmonic minimum, left to the network: {dropped}")
     command = "benchmarks/cg_ala2_learned.py --stages fit"
     if not (args.work / "prior" / "card.toml").is_file():
         prior = fit_cg_forcefield(frames, args.work / "prior", config, priors, topology,
@@ -237,6 +249,9 @@ def stage_fit(args) -> None:
         "n_train": fit.n_train,
         "n_test": fit.n_test,
         "topology_bonds": topology.bonds.tolist(),
+        "prior_angles": topology.angles.tolist(),
+        "prior_angles_dropped": dropped,
+        "repulsion_exclusion": args.exclusion,
         "test_loss_prior_eV2_per_A2": fit.test_loss_prior,
         "test_loss_eV2_per_A2": fit.test_loss,
         "test_loss_prior_kcal2": fit.test_loss_prior * KCAL_PER_EV**2,
@@ -328,50 +343,9 @@ def stage_md(args) -> None:
 
 
 # -- eval ------------------------------------------------------------------------------------
-def basin_populations(
-    aa_phi_psi: np.ndarray, ref_pair: np.ndarray, sim_pair: np.ndarray, bins: int = 30
-) -> tuple[dict[str, float], dict[str, float], float]:
-    """Backbone-region populations carried to CG-dihedral space.
-
-    Each (bins × bins) cell of the CG dihedral pair gets the region (REGIONS of the all-atom
-    φ/ψ) that most of the mapped reference frames in it belong to; a simulated frame counts for
-    the region of its cell ("unassigned": a cell no reference frame visits). Returns the
-    reference populations by that cell rule, the simulated ones, and the share of reference
-    frames whose cell rule agrees with their own region (how well the pair resolves the regions).
-    """
-    from ase_mlmd.cg.evaluate import REGIONS
-
-    names = list(REGIONS)
-    own = np.full(len(aa_phi_psi), -1)
-    phi_d = np.degrees(aa_phi_psi[:, 0])
-    psi_d = np.degrees(aa_phi_psi[:, 1])
-    for k, (_, ((lo, hi), ranges)) in enumerate(REGIONS.items()):
-        inside = (phi_d >= lo) & (phi_d < hi)
-        in_psi = np.zeros_like(inside)
-        for a, b in ranges:
-            in_psi |= (psi_d >= a) & (psi_d < b)
-        own[inside & in_psi & (own < 0)] = k
-
-    def cell(pair):
-        i = np.minimum(((pair + np.pi) / (2 * np.pi) * bins).astype(int), bins - 1)
-        return i[:, 0] * bins + i[:, 1]
-
-    counts = np.zeros((bins * bins, len(names)))
-    np.add.at(counts, (cell(ref_pair)[own >= 0], own[own >= 0]), 1.0)
-    label = np.where(counts.sum(1) > 0, counts.argmax(1), -1)
-
-    def pops(pair):
-        lab = label[cell(pair)]
-        out = {n: float(np.mean(lab == k)) for k, n in enumerate(names)}
-        out["unassigned"] = float(np.mean(lab < 0))
-        return out
-
-    agree = float(np.mean(label[cell(ref_pair)][own >= 0] == own[own >= 0]))
-    return pops(ref_pair), pops(sim_pair), agree
-
-
 def stage_eval(args) -> None:
     from ase.io import read
+    from cg_basins import basin_populations
 
     from ase_mlmd.cg.evaluate import evaluate_runs, read_replicas
     from ase_mlmd.cg.report import summary_row, write_report
@@ -456,6 +430,10 @@ def main() -> None:
     parser.add_argument("--cutoff", type=float, default=10.0)
     parser.add_argument("--max-epochs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1, help="seed of the network fit")
+    parser.add_argument("--prior-angles", choices=("harmonic", "all"), default="harmonic",
+                        help="harmonic: only angles with a Boltzmann-inverted minimum")  # fmt: skip
+    parser.add_argument("--exclusion", type=int, default=1,
+                        help="prior repulsion between beads more than N bonds apart")  # fmt: skip
     parser.add_argument("--split", default="0.7,0.1,0.2",
                         help="time-ordered train,val,test fractions of the fit frames")  # fmt: skip
     parser.add_argument("--fit-segments", type=int, default=0,
