@@ -156,6 +156,7 @@ def _generate_parser() -> argparse.ArgumentParser:
             "the energy (eV) and rel_energy_kcal.\n\n"
             "examples:\n"
             '  ase-mlmd conformers "CC(=O)Oc1ccccc1C(=O)O" -n 20 -o aspirin.extxyz\n'
+            "  ase-mlmd conformers mols.smi --method confvae --model card.toml --relax -o out/\n"
             "  ase-mlmd conformers mols.smi --method etkdg+relax --calc gfn2-xtb "
             "--prune-rmsd 0.3 --window 5 -o out/"
         ),
@@ -163,8 +164,17 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="SMILES string or SMILES file")
     p.add_argument("-n", type=int, default=20, help="conformers generated per molecule (20)")
     p.add_argument("--method", choices=METHODS, default="etkdg+relax", help="(etkdg+relax)")
-    p.add_argument("--calc", default="gfn2-xtb", help="calculator for etkdg+relax (gfn2-xtb)")
+    p.add_argument(
+        "--calc",
+        help="calculator or model card for etkdg+relax and relaxed confvae (default gfn2-xtb)",
+    )
     p.add_argument("--model", help="ConfVAE model card (--method confvae)")
+    p.add_argument(
+        "--relax",
+        action="store_true",
+        help="confvae: relax the samples with --calc, then prune (--prune-rmsd, --window) as "
+        "etkdg+relax does; giving --calc implies it",
+    )
     p.add_argument(
         "--prune-rmsd",
         type=float,
@@ -214,6 +224,7 @@ def _run_generate(args, parser) -> None:
         method=args.method,
         calc=args.calc,
         model=args.model,
+        relax=True if args.relax else None,
         prune_rmsd=args.prune_rmsd,
         window=args.window,
         fmax=args.fmax,

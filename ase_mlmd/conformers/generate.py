@@ -15,7 +15,10 @@ Methods:
   energy window (``window`` kcal/mol above the lowest, default 6) — the same thresholds as the
   reference search (:mod:`.search`). Lowest energy first; each with its energy.
 * ``confvae``: samples of a trained ConfVAE (``model`` = its card), through
-  ``ase_mlmd.conformers.confvae.sample_conformers(card_path, mol, n, seed)``.
+  ``ase_mlmd.conformers.confvae.sample_conformers(card_path, mol, n, seed)``; with
+  ``relax=True`` (or a ``calc`` given) the ``n`` samples are relaxed and pruned exactly as
+  ``etkdg+relax``'s embeddings (same calculator choice, checks, pruning and energy window;
+  ``info["method"] = "confvae+relax(NAME)"``).
 
 Every structure keeps the atom order of ``Chem.AddHs(mol)`` and carries ``info["smiles"]``,
 ``info["mapped_smiles"]`` (bonds), ``info["method"]`` (see :mod:`.molecules`).
@@ -187,6 +190,7 @@ def generate_conformers(
     seed: int = 0,
     on_frame: Callable[[Atoms], None] | None = None,
     frame_every: int = 5,
+    relax: bool | None = None,
 ) -> list[Atoms]:
     """Conformers of a molecule as ASE structures (module docstring for the methods).
 
@@ -194,7 +198,8 @@ def generate_conformers(
         mol_or_smiles: SMILES or RDKit molecule.
         n: number of conformers generated (before pruning), > 0.
         method: ``etkdg``, ``etkdg+relax`` or ``confvae``.
-        calc: calculator or its name for ``etkdg+relax`` (default ``gfn2-xtb``).
+        calc: calculator or its name for ``etkdg+relax`` and relaxed ``confvae`` (default
+            ``gfn2-xtb``).
         model: ConfVAE model card (``confvae``).
         prune_rmsd: heavy-atom RMSD threshold (Å) of duplicates; None: the method's default
             (``etkdg``: no pruning, ``etkdg+relax``: :data:`RELAX_PRUNE_RMSD`); 0: no pruning.
@@ -203,12 +208,16 @@ def generate_conformers(
         seed: random seed.
         on_frame, frame_every: ``etkdg+relax`` only: receives labelled frames along each
             relaxation (see :func:`relax_conformers`), e.g. to write training data.
+        relax: ``confvae`` only: relax and prune the samples with ``calc`` (None: relax when
+            ``calc`` is given). ``etkdg`` takes no relaxation (use ``etkdg+relax``), and
+            ``etkdg+relax`` always relaxes.
 
     Returns:
         list of ``Atoms`` (energies attached for ``etkdg+relax``, lowest first).
 
     Raises:
-        ConformerRequestError: ``n <= 0``, unknown method, ``confvae`` without ``model``.
+        ConformerRequestError: ``n <= 0``, unknown method, ``confvae`` without ``model``,
+            ``relax`` given for ``etkdg`` or False for ``etkdg+relax``.
         InvalidMoleculeError: invalid SMILES.
         UnsupportedSpeciesError: ``calc`` cannot handle an element of the molecule.
     """
@@ -218,12 +227,21 @@ def generate_conformers(
         raise ConformerRequestError(
             f"unknown conformer method {method!r} (--method); choose from {', '.join(METHODS)}"
         )
+    if (method, relax) in (("etkdg", True), ("etkdg+relax", False)):
+        raise ConformerRequestError(
+            f"--relax does not apply to method {method!r}: etkdg+relax always relaxes, etkdg "
+            "never (use --method etkdg+relax); confvae relaxes with --relax or --calc"
+        )
     mol = as_molecule(mol_or_smiles)
     start = time.monotonic()
-    if method == "confvae":
-        return _confvae(mol, int(n), model, seed)
-    positions = embed_etkdg(mol, int(n), seed)
     heavy = heavy_indices(mol)
+    if method == "confvae":
+        samples = _confvae(mol, int(n), model, seed)
+        if not (calc is not None if relax is None else relax):
+            return samples
+        positions = np.array([a.positions for a in samples])
+    else:
+        positions = embed_etkdg(mol, int(n), seed)
     if method == "etkdg":
         keep = list(range(len(positions)))
         if prune_rmsd:
@@ -259,7 +277,7 @@ def generate_conformers(
         mol_to_atoms(
             with_positions(mol, positions[k]),
             energy=float(energies[k]),
-            method=f"etkdg+relax({name})",
+            method=f"{method.removesuffix('+relax')}+relax({name})",
             rel_energy_kcal=round((float(energies[k]) - e0) / KCAL, 4),
             seed=seed,
             wall_s_per_conformer=round(wall, 3),
