@@ -11,12 +11,13 @@ Every backmapper (CGVAE, the linear baseline, PULCHRA) has the same three member
   model: the latent at its prior mean).
 
 :func:`check_cg_frames` is the one check of CG input against a mapping that all of them use;
-:func:`check_n_samples` and :func:`aa_atoms` are the shared input check and output builder.
+:func:`check_n_samples` and :func:`aa_atoms` are the shared input check and output builder;
+:func:`copies_per_frame` is ``sample`` of a deterministic backmapper.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -27,7 +28,7 @@ from ase_mlmd.cg.mapping import CGMapping
 from ase_mlmd.errors import BackmapError, InvalidStructureError
 from ase_mlmd.structures import is_single_structure, to_atoms
 
-__all__ = ["Backmapper", "aa_atoms", "check_cg_frames", "check_n_samples"]
+__all__ = ["Backmapper", "aa_atoms", "check_cg_frames", "check_n_samples", "copies_per_frame"]
 
 
 @runtime_checkable
@@ -121,3 +122,16 @@ def aa_atoms(positions: np.ndarray, mapping: CGMapping, **info) -> Atoms:
     atoms = Atoms(numbers=mapping.numbers, positions=positions)
     atoms.info.update(info)
     return atoms
+
+
+def copies_per_frame(
+    positions: np.ndarray, n_samples: int, build: Callable[..., Atoms]
+) -> list[list[Atoms]]:
+    """``sample`` of a deterministic backmapper: per frame of ``positions`` (F, K, 3) Å,
+    ``n_samples`` identical structures ``build(x, cg_frame=k, sample=s)``.
+
+    Raises:
+        BackmapError: ``n_samples`` < 1 (names ``--samples``).
+    """
+    n = check_n_samples(n_samples)
+    return [[build(x, cg_frame=k, sample=s) for s in range(n)] for k, x in enumerate(positions)]

@@ -5,7 +5,8 @@ A backmapper card stores, besides the weights, the CG mapping in its JSON form
 (``[parameters.mapping]``: the molecule's elements in atom order, its bond graph, the beads and
 their atoms and weights), so that it rebuilds the model alone and refuses CG frames or
 molecules it was not made for. ``backend`` selects the loader (:data:`LOADERS`): ``cgvae``
-here, ``linear-backmap`` for the linear baseline (:mod:`ase_mlmd.backmap.linear`).
+here, ``linear-backmap`` for the linear baseline (:mod:`ase_mlmd.backmap.linear`), ``pulchra``
+for PULCHRA (:mod:`ase_mlmd.backmap.pulchra`; a card without weights).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CGVAE_CITATION = (
 LOADERS = {
     CGVAE_BACKEND: "ase_mlmd.backmap.card:cgvae_from_card",
     "linear-backmap": "ase_mlmd.backmap.linear:linear_from_card",
+    "pulchra": "ase_mlmd.backmap.pulchra:pulchra_from_card",
 }
 
 
@@ -57,7 +59,7 @@ def molecule_species(mapping: CGMapping) -> list[str]:
 def write_backmapper_card(
     directory: str | os.PathLike,
     name: str,
-    tensors: dict[str, torch.Tensor],
+    tensors: dict[str, torch.Tensor] | None,
     mapping: CGMapping,
     *,
     backend: str,
@@ -71,7 +73,7 @@ def write_backmapper_card(
 ) -> Path:
     """Write ``NAME.safetensors`` then the card (both atomically) of any backmapper backend:
     the weights, the mapping (``[parameters.mapping]``) and ``parameters``; return the card's
-    path."""
+    path. ``tensors=None``: a backend without weights (no ``[weights]`` table)."""
     from safetensors.torch import save_file
 
     from ase_mlmd.fileio import atomic_output
@@ -79,8 +81,10 @@ def write_backmapper_card(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}.safetensors"
-    with atomic_output(weights) as tmp:
-        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp))
+    if tensors is not None:
+        with atomic_output(weights) as tmp:
+            tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
+            save_file(tensors, str(tmp))
     table = {
         "name": name,
         "description": description,
@@ -91,9 +95,11 @@ def write_backmapper_card(
         "citation": citation,
         "units": {"energy": "eV", "length": "Å"},
         "parameters": {**(parameters or {}), "mapping": mapping.to_dict()},
-        "weights": {"file": weights.name, "sha256": sha256_of(weights), "format": "safetensors"},
         "provenance": dict(provenance or {}),
     }
+    if tensors is not None:
+        table["weights"] = {"file": weights.name, "sha256": sha256_of(weights),
+                            "format": "safetensors"}  # fmt: skip
     return write_card(table, directory / card_file)
 
 
@@ -165,7 +171,7 @@ def load_backmapper(card_path: str | os.PathLike) -> Backmapper:
     if target is None:
         raise CardError(
             f"{card.path} has backend {card.backend!r}, not a backmapper ({sorted(LOADERS)}); "
-            "give a card written by `ase-mlmd backmap train` (or the linear baseline)"
+            "give a card written by `ase-mlmd backmap train`, `backmap linear` or `backmap pulchra`"
         )
     module, function = target.split(":")
     try:

@@ -27,13 +27,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
-from ase_mlmd.backmap.base import aa_atoms, check_cg_frames, check_n_samples
+from ase_mlmd.backmap.base import aa_atoms, check_cg_frames, check_n_samples, copies_per_frame
 from ase_mlmd.backmap.card import mapping_from_card, write_backmapper_card
 from ase_mlmd.backmap.pairs import BackmapPairs
 from ase_mlmd.calculators.cards import ModelCard, load_state_dict
@@ -108,11 +109,10 @@ class LinearBackmapper:
         Raises:
             BackmapError: ``n_samples`` < 1 or CG frames that do not fit the mapping.
         """
-        n = check_n_samples(n_samples)
-        return [
-            [aa_atoms(x, self.mapping, cg_frame=k, sample=s) for s in range(n)]
-            for k, x in enumerate(self.positions(cg))
-        ]
+        check_n_samples(n_samples)  # before any work
+        return copies_per_frame(
+            self.positions(cg), n_samples, partial(aa_atoms, mapping=self.mapping)
+        )
 
     def save(
         self,

@@ -1,7 +1,7 @@
 """``ase-mlmd backmap``: generative backmapping — train a CGVAE, run a backmapper card on CG
 frames; :mod:`ase_mlmd.cli.backmap_eval` adds ``eval`` (metrics report) and ``linear`` (the
-least-squares baseline card). Every action's parser sets ``backmap_run`` (a function of
-``args``).
+least-squares baseline card), :mod:`ase_mlmd.cli.backmap_pulchra` ``pulchra`` (the PULCHRA
+card). Every action's parser sets ``backmap_run`` (a function of ``args``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ RUN_EXAMPLES = """examples:
 
 
 class CLICommand:
-    """Restore all-atom structures from CG structures (CGVAE; linear baseline cards too).
+    """Restore all-atom structures from CG structures (CGVAE; linear and PULCHRA cards too).
 
     Examples:
 
@@ -36,12 +36,13 @@ class CLICommand:
 
     @staticmethod
     def add_arguments(parser) -> None:
-        from ase_mlmd.cli import backmap_eval
+        from ase_mlmd.cli import backmap_eval, backmap_pulchra
 
-        sub = parser.add_subparsers(dest="action", metavar="{train,run,eval,linear}")
+        sub = parser.add_subparsers(dest="action", metavar="{train,run,eval,linear,pulchra}")
         sub.required = True
         add_subcommands(sub)
         backmap_eval.add_subcommands(sub)
+        backmap_pulchra.add_subcommands(sub)
 
     @staticmethod
     def run(args, parser) -> None:
@@ -104,7 +105,7 @@ def add_subcommands(sub) -> None:
         "structure per frame.\n\n" + RUN_EXAMPLES,
     )
     add = r.add_argument
-    add("card", help="backmapper card (card.toml of `backmap train`, or a linear card)")
+    add("card", help="backmapper card (card.toml of `backmap train`, `linear` or `pulchra`)")
     add("cg", help="CG frames (extxyz written by `ase-mlmd cg map --output-cg`, or CG MD)")
     add("--samples", type=int, default=1, help="samples per CG frame (default 1)")
     add(
@@ -204,3 +205,9 @@ def run_backmap(args) -> None:
     with lock_file(args.output, "output file (-o)"), atomic_output(args.output) as tmp:
         write(tmp, frames, format="extxyz")
     print(f"{len(frames)} all-atom frames from {len(cg)} CG frames -> {args.output}")
+    if frames and "reference_index" in frames[0].arrays:
+        print(
+            f"note: heavy atoms only ({len(frames[0])} of {backmapper.topology.n_atoms} atoms; "
+            "arrays reference_index = index in the full molecule): PULCHRA restores heavy "
+            "atoms; for hydrogens write the card with `backmap pulchra --hydrogens amber14`"
+        )
