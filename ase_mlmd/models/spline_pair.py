@@ -11,6 +11,12 @@ slope u'_0 (a wall when u'_0 < 0); beyond r_max it is zero.
 The table is stored in two buffers (or parameters, with ``trainable=True``), ``values`` and
 ``derivatives`` (the latter only when given), so a table round-trips through a ``state_dict`` /
 safetensors file. Like the other pair potentials the same φ acts between every pair of atoms.
+
+Forces without autograd: φ'(r) is the derivative of the interval's cubic
+(:func:`hermite_spline_and_derivative`), so ``direct_forces`` is True and runs that want no graph
+(the engine's sampling, production and evaluation runs) take the analytic half-list path of
+:meth:`~ase_mlmd.models.pair.PairPotential.direct_evaluate`; differentiable runs
+(``create_graph=True``, BPTT) keep autograd through the table.
 """
 
 from __future__ import annotations
@@ -74,6 +80,43 @@ def hermite_spline(
     inside = inside + (-2 * s3 + 3 * s2) * u1 + (s3 - s2) * d1
     below = values[0] + derivatives[0] * (r - r_min)
     return torch.where(t < 0, below, inside)
+
+
+def hermite_spline_and_derivative(
+    r: torch.Tensor, r_min: float, spacing: float, values: torch.Tensor, derivatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """φ(r) of :func:`hermite_spline` and its derivative dφ/dr, without autograd.
+
+    On each interval the Hermite cubic is written in powers of s = (r − r_k)/h,
+    φ = u_k + d_k s + c_k s² + e_k s³ with d = h u', c = 3(u_{k+1} − u_k) − 2 d_k − d_{k+1},
+    e = 2(u_k − u_{k+1}) + d_k + d_{k+1}; so dφ/dr = (d_k + 2 c_k s + 3 e_k s²)/h.
+
+    Args:
+        r: (M,) distances, Å.
+        r_min: first knot, Å. spacing: knot spacing h, Å.
+        values: (K,) φ at the knots, eV. derivatives: (K,) dφ/dr at the knots, eV/Å.
+
+    Returns:
+        (φ (M,) eV, dφ/dr (M,) eV/Å): linear continuation below r_min (slope u'_0), the last
+        interval's cubic at s = 1 above the last knot (callers cut there).
+    """
+    n = values.shape[0]
+    t = (r - r_min) / spacing
+    k = torch.nan_to_num(torch.floor(t), nan=0.0).clamp(0, n - 2).long()
+    s = (t - k.to(t.dtype)).clamp(0.0, 1.0)
+    u0, u1 = values[:-1], values[1:]
+    d0, d1 = derivatives[:-1] * spacing, derivatives[1:] * spacing
+    c = 3.0 * (u1 - u0) - 2.0 * d0 - d1
+    e = 2.0 * (u0 - u1) + d0 + d1
+    # one (4, K−1) table, gathered row by row: contiguous (M,) coefficient arrays
+    table = torch.stack([u0, d0, c, e])
+    a0, a1, a2, a3 = (row.index_select(0, k) for row in table)
+    phi = a0 + s * (a1 + s * (a2 + s * a3))
+    dphi = (a1 + s * (2.0 * a2 + 3.0 * s * a3)) / spacing
+    below = t < 0
+    phi = torch.where(below, values[0] + derivatives[0] * (r - r_min), phi)
+    dphi = torch.where(below, derivatives[0], dphi)
+    return phi, dphi
 
 
 def hermite_energy_basis(
@@ -227,6 +270,26 @@ class SplinePair(PairPotential):
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:
         phi = hermite_spline(r, self.r_min, self.spacing, self.values, self.knot_derivatives())
         return torch.where(r <= self.r_max, phi, torch.zeros_like(phi))
+
+    def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
+        """dφ/dr (eV/Å) at r (Å) from the table: the cubic's derivative on the knots' interval,
+        u'_0 below r_min, 0 beyond r_max (the derivative of :meth:`pair_energy`)."""
+        _, dphi = hermite_spline_and_derivative(
+            r, self.r_min, self.spacing, self.values, self.knot_derivatives()
+        )
+        return torch.where(r <= self.r_max, dphi, torch.zeros_like(dphi))
+
+    def pair_terms(self, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`PairPotential.pair_terms`; without a cutoff treatment (the DiffSim
+        tables) φ and φ' in one pass over the table."""
+        if self.cutoff_mode != "none":
+            return super().pair_terms(r2)
+        r = torch.sqrt(r2)
+        phi, dphi = hermite_spline_and_derivative(
+            r, self.r_min, self.spacing, self.values, self.knot_derivatives()
+        )
+        inside = (r <= self.r_max) & (r2 < self.cutoff**2)
+        return torch.where(inside, phi, 0.0), torch.where(inside, -dphi / r, 0.0)
 
     def extra_repr(self) -> str:
         kind = "natural" if self.natural else "hermite"
