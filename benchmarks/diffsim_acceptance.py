@@ -19,7 +19,11 @@ Parts (``--parts``; each one updates its entry of the JSON file, so parts can ru
   ``newton`` (Gauss–Newton with the reweighting Jacobian) starts from −kT ln g*;
 * ``bptt_newton``: Newton iterations that refine the BPTT result of ``--outdir/bptt/card.toml``;
 * ``transfer``: BPTT fits at ρ = 0.3 and at {0.3, 0.7} jointly (T = 1.2), each evaluated at
-  ρ = 0.3, 0.5, 0.7 (T = 1.2).
+  ρ = 0.3, 0.5, 0.7 (T = 1.2);
+* ``spline_paths``: ``bptt_newton`` twice in one process, same seeds and settings: first with
+  the spline tables forced onto the autograd path (as before ``SplinePair`` had an analytic
+  derivative), then on the analytic (no-graph) path; wall times side by side, outputs in
+  ``--outdir/bptt_newton_autograd`` and ``--outdir/bptt_newton_direct``.
 
 Usage:  python benchmarks/diffsim_acceptance.py --parts floor bptt ... [--threads 2]
         [-o benchmarks/diffsim_acceptance.json] [--outdir benchmarks/diffsim_runs]
@@ -28,6 +32,7 @@ Usage:  python benchmarks/diffsim_acceptance.py --parts floor bptt ... [--thread
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -48,6 +53,7 @@ from ase_mlmd.diffsim.report import u_error
 from ase_mlmd.diffsim.systems import ThermoState
 from ase_mlmd.diffsim.targets import read_rdf_csv, read_vacf_csv
 from ase_mlmd.models.pair import LennardJones
+from ase_mlmd.models.spline_pair import SplinePair
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lj_rdf"
 MAIN = (0.845, 1.0)
@@ -99,9 +105,9 @@ def fit_config(method: str, args) -> FitConfig:
     )
 
 
-def part_fit(method: str, args) -> dict:
+def part_fit(method: str, args, suffix: str = "") -> dict:
     s = state(*MAIN)
-    out_dir = Path(args.outdir) / method
+    out_dir = Path(args.outdir) / f"{method}{suffix}"
     if method in ("ibi", "newton"):
         potential = None
     elif method == "bptt_newton":
@@ -129,6 +135,41 @@ def part_fit(method: str, args) -> dict:
         "fit_wall_s": result.wall_time,
         "messages": result.messages,
     }
+
+
+@contextlib.contextmanager
+def spline_path(direct: bool):
+    """Benchmark switch: with ``direct=False`` every :class:`SplinePair` (and so every
+    species-pair potential of them) reports no analytic derivative while the block runs, so
+    the engine and ``evaluate`` take the autograd path; ``direct=True`` changes nothing."""
+    if direct:
+        yield
+        return
+    SplinePair.direct_forces = property(lambda self: False)
+    try:
+        yield
+    finally:
+        del SplinePair.direct_forces
+
+
+def part_spline_paths(args, floor: float | None) -> dict:
+    """``bptt_newton`` on the autograd path, then on the analytic path (one process)."""
+    out = {}
+    for label, direct in (("autograd", False), ("direct", True)):
+        load_before = os.getloadavg()
+        start = time.perf_counter()
+        with spline_path(direct):
+            value = part_fit("bptt_newton", args, suffix=f"_{label}")
+        value["wall_s"] = time.perf_counter() - start
+        value["load_average_before"] = load_before
+        value["load_average_after"] = os.getloadavg()
+        if floor is not None:
+            value["ratio_to_floor"] = value["rdf_dev"] / floor
+        out[label] = value
+        print(label, json.dumps(value, indent=1), flush=True)
+    out["speedup_wall"] = out["autograd"]["wall_s"] / out["direct"]["wall_s"]
+    out["speedup_fit"] = out["autograd"]["fit_wall_s"] / out["direct"]["fit_wall_s"]
+    return out
 
 
 def part_transfer(args) -> dict:
@@ -164,7 +205,16 @@ def main() -> None:
         "--parts",
         nargs="+",
         default=["floor", "bptt", "reweighting", "newton", "bptt_newton", "ibi", "transfer"],
-        choices=["floor", "bptt", "reweighting", "newton", "bptt_newton", "ibi", "transfer"],
+        choices=[
+            "floor",
+            "bptt",
+            "reweighting",
+            "newton",
+            "bptt_newton",
+            "ibi",
+            "transfer",
+            "spline_paths",
+        ],
     )
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--window", type=int, default=60)
@@ -195,6 +245,9 @@ def main() -> None:
             value = part_floor(args)
         elif part == "transfer":
             value = part_transfer(args)
+        elif part == "spline_paths":
+            floor = record.get("floor", {}).get("result", {}).get(state(*MAIN).name, {})
+            value = part_spline_paths(args, floor.get("rdf_dev"))
         else:
             value = part_fit(part, args)
         record[part] = {
