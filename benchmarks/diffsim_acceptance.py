@@ -23,7 +23,10 @@ Parts (``--parts``; each one updates its entry of the JSON file, so parts can ru
 * ``spline_paths``: ``bptt_newton`` twice in one process, same seeds and settings: first with
   the spline tables forced onto the autograd path (as before ``SplinePair`` had an analytic
   derivative), then on the analytic (no-graph) path; wall times side by side, outputs in
-  ``--outdir/bptt_newton_autograd`` and ``--outdir/bptt_newton_direct``.
+  ``--outdir/bptt_newton_autograd`` and ``--outdir/bptt_newton_direct``;
+* ``spline_step``: the engine step of that fit alone (the BPTT result as Newton's 1001-knot
+  table, ρ = 0.845, T = 1.0, Nosé–Hoover chain), rounds of ``--step-rounds`` × 200 steps on
+  each path in turn; median wall and CPU ms per step.
 
 Usage:  python benchmarks/diffsim_acceptance.py --parts floor bptt ... [--threads 2]
         [-o benchmarks/diffsim_acceptance.json] [--outdir benchmarks/diffsim_runs]
@@ -152,15 +155,49 @@ def spline_path(direct: bool):
         del SplinePair.direct_forces
 
 
+def part_spline_step(args) -> dict:
+    """ms per engine step of the refinement's table, autograd and direct interleaved."""
+    from ase_mlmd.diffsim.engine import Engine
+    from ase_mlmd.diffsim.newton import TABLE_KNOTS
+    from ase_mlmd.diffsim.tabulate import TABLE_R_MIN
+    from ase_mlmd.models.spline_pair import spline_from_potential
+
+    bptt = model_from_card(read_card(Path(args.outdir) / "bptt/card.toml"))
+    table = spline_from_potential(bptt, TABLE_R_MIN, TABLE_KNOTS)
+    engine = Engine(table, [state(*MAIN)], EngineConfig())
+    start = engine.run(engine.initial_state(), 200)
+    times: dict[str, list[tuple[float, float]]] = {"autograd": [], "direct": []}
+    # the force field follows the switch at each call (a path change rebuilds its list)
+    for _ in range(args.step_rounds):
+        for label, direct in (("autograd", False), ("direct", True)):
+            with spline_path(direct):
+                current = engine.reinit(start)
+                wall, cpu = time.perf_counter(), time.process_time()
+                engine.run(current, 200)
+                times[label].append(
+                    ((time.perf_counter() - wall) / 0.2, (time.process_time() - cpu) / 0.2)
+                )
+    out = {}
+    for label, rows in times.items():
+        walls, cpus = sorted(r[0] for r in rows), sorted(r[1] for r in rows)
+        out[label] = {"wall_ms": walls[len(walls) // 2], "cpu_ms": cpus[len(cpus) // 2]}
+    out["speedup_wall"] = out["autograd"]["wall_ms"] / out["direct"]["wall_ms"]
+    out["speedup_cpu"] = out["autograd"]["cpu_ms"] / out["direct"]["cpu_ms"]
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def part_spline_paths(args, floor: float | None) -> dict:
     """``bptt_newton`` on the autograd path, then on the analytic path (one process)."""
     out = {}
     for label, direct in (("autograd", False), ("direct", True)):
         load_before = os.getloadavg()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with spline_path(direct):
             value = part_fit("bptt_newton", args, suffix=f"_{label}")
         value["wall_s"] = time.perf_counter() - start
+        # CPU seconds of this process: on a shared machine less dependent on the others' load
+        value["cpu_s"] = time.process_time() - cpu_start
         value["load_average_before"] = load_before
         value["load_average_after"] = os.getloadavg()
         if floor is not None:
@@ -169,6 +206,7 @@ def part_spline_paths(args, floor: float | None) -> dict:
         print(label, json.dumps(value, indent=1), flush=True)
     out["speedup_wall"] = out["autograd"]["wall_s"] / out["direct"]["wall_s"]
     out["speedup_fit"] = out["autograd"]["fit_wall_s"] / out["direct"]["fit_wall_s"]
+    out["speedup_cpu"] = out["autograd"]["cpu_s"] / out["direct"]["cpu_s"]
     return out
 
 
@@ -214,6 +252,7 @@ def main() -> None:
             "ibi",
             "transfer",
             "spline_paths",
+            "spline_step",
         ],
     )
     parser.add_argument("--epochs", type=int, default=300)
@@ -229,6 +268,7 @@ def main() -> None:
     parser.add_argument("--production", type=int, default=5000)
     parser.add_argument("--time-limit", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step-rounds", type=int, default=5, help="rounds of spline_step")
     parser.add_argument(
         "--init", choices=("prior", "pmf"), default="prior", help="start of bptt/reweighting fits"
     )
@@ -245,6 +285,8 @@ def main() -> None:
             value = part_floor(args)
         elif part == "transfer":
             value = part_transfer(args)
+        elif part == "spline_step":
+            value = part_spline_step(args)
         elif part == "spline_paths":
             floor = record.get("floor", {}).get("result", {}).get(state(*MAIN).name, {})
             value = part_spline_paths(args, floor.get("rdf_dev"))
