@@ -138,11 +138,41 @@ def part_baseline(args, frames) -> None:
     log(f"prior without dihedrals: test force-matching loss {fit.test_loss:.4f} (eV/Å)²")
 
 
+def ensemble_model(names: list[str]):
+    """Prior + the mean energy (so the mean force) of the networks of the cards ``names``, all
+    fitted with the same prior on the same split (checked). Benchmark-only: no card format."""
+    from ase_mlmd.calculators.registry import load_calculator
+    from ase_mlmd.models.cg_model import CGForceField
+    from ase_mlmd.models.interface import EnergyModel
+
+    models = [load_calculator(OUT / n / "card.toml").model for n in names]
+    first = models[0].prior.state_dict()
+    for name, m in zip(names, models, strict=True):
+        same = m.prior.state_dict()
+        if same.keys() != first.keys() or any(not torch.equal(same[k], first[k]) for k in first):
+            raise ValueError(f"{name}: another prior than {names[0]}; an ensemble shares one")
+
+    class MeanNetwork(EnergyModel):
+        def __init__(self, networks) -> None:
+            super().__init__(cutoff=networks[0].cutoff, species=networks[0].species)
+            self.networks = torch.nn.ModuleList(networks)
+
+        def forward(self, batch):
+            energies = [net(batch)["energy"] for net in self.networks]
+            return {"energy": torch.stack(energies).mean(0)}
+
+    m = models[0]
+    return CGForceField(m.prior, MeanNetwork([x.network for x in models]), m.bead_types,
+                        m.topology)  # fmt: skip
+
+
 def part_md(args, frames) -> None:
     from ase_mlmd.md import simulate
 
     n_fit = int(0.7 * len(frames))
     picks = [int(k * n_fit / args.replicas) for k in range(args.replicas)]
+    chunk, n_chunks = (int(v) for v in args.chunk.split("/"))  # c/C: replicas c, c+C, ...
+    picks, tag = picks[chunk::n_chunks], ("" if n_chunks == 1 else f"chunk{chunk}_")
     starts = []
     for k in picks:
         atoms = frames[k].copy()
@@ -151,20 +181,24 @@ def part_md(args, frames) -> None:
     for name in args.models.split(","):
         folder = OUT / "runs" / name
         folder.mkdir(parents=True, exist_ok=True)
-        log(f"md {name}: {args.replicas} replicas x {args.steps} steps of {args.timestep} fs")
+        log(f"md {name}: {len(starts)} replicas x {args.steps} steps of {args.timestep} fs")
         tick = time.time()
         result = simulate(
             starts,
-            str(OUT / name / "card.toml"),
+            (
+                ensemble_model(args.ensemble.split(","))
+                if args.ensemble and name.startswith("ens")
+                else str(OUT / name / "card.toml")
+            ),  # fmt: skip
             ensemble="nvt-langevin",
             temperature=300.0,
             timestep=args.timestep,
             steps=args.steps,
             save_every=args.save_every,
             friction=args.friction,
-            trajectory=str(folder / "replica_{i}.traj"),
-            logfile=str(folder / "log.csv"),
-            seed=7,
+            trajectory=str(folder / (tag + "replica_{i}.traj")),
+            logfile=str(folder / f"{tag}log.csv"),
+            seed=7 + chunk,
             progress=True,
         )
         statuses = [r.status for r in result.replicas]
@@ -226,6 +260,10 @@ def main() -> None:
     parser.add_argument("--max-time", default="12m")
     parser.add_argument("--replicas", type=int, default=100)
     parser.add_argument("--steps", type=int, default=125_000)
+    parser.add_argument("--chunk", default="0/1", help="md: c/C runs replicas c, c+C, ... of "
+                        "--replicas (C processes side by side, MD seed 7 + c)")  # fmt: skip
+    parser.add_argument("--ensemble", default="", help="md: cards whose networks' mean energy "
+                        "the --models named ens* use (benchmark-only ensemble)")  # fmt: skip
     parser.add_argument("--timestep", type=float, default=4.0, help="fs")
     parser.add_argument("--friction", type=float, default=0.002, help="1/fs")
     parser.add_argument("--save-every", type=int, default=250)
