@@ -212,13 +212,25 @@ def part_eval(args, frames) -> None:
     from ase_mlmd.cg.evaluate import evaluate_runs
     from ase_mlmd.cg.report import summary_row, write_report
 
-    results = {}
-    for name in args.models.split(","):
-        results[name] = evaluate_runs(
-            frames, OUT / "runs" / name, discard_fraction=args.discard, label=name
-        )
+    results, halves = {}, {}
+    for spec in args.models.split(","):  # NAME, or LABEL=NAME:GLOB (a subset of NAME's runs)
+        name, _, glob = spec.partition("=")[2].partition(":") if "=" in spec else (spec, "", "")
+        label = spec.partition("=")[0]
+        files = sorted((OUT / "runs" / name).glob(glob or "*.traj"))
+        results[label] = evaluate_runs(frames, files, discard_fraction=args.discard, label=label)
+        if args.halves:  # equilibration check: 1st vs 2nd half of every replica's kept frames
+            parts = _halves(files, args.discard)
+            halves[label] = {
+                which: {
+                    k: summary_row(evaluate_runs(frames, pos))[k]
+                    for k in ("fes_mae_kT", "js_phi_psi", "populations")
+                }  # fmt: skip
+                for which, pos in zip(("first_half", "second_half"), parts, strict=True)
+            }
     fit = OUT / "fit_summary.json"
     extra = json.loads(fit.read_text()) if fit.is_file() else {}
+    if halves:
+        extra["halves_of_each_replica"] = halves
     for other in sorted(OUT.glob("fit_summary_*.json")):  # other networks (--network)
         extra[other.stem.removeprefix("fit_summary_")] = json.loads(other.read_text())
     # sampling floor: the second half of the reference data against its first half
@@ -230,6 +242,19 @@ def part_eval(args, frames) -> None:
     }
     path = write_report(results, OUT / "report", extra=extra)
     log(f"report: {path}")
+
+
+def _halves(files, discard: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the first and the second half of every replica's frames after ``discard``."""
+    from ase.io import read
+
+    first, second = [], []
+    for file in files:
+        pos = np.stack([a.positions for a in read(file, index=":")])
+        pos = pos[int(discard * len(pos)) :]
+        first.append(pos[: len(pos) // 2])
+        second.append(pos[len(pos) // 2 :])
+    return np.concatenate(first), np.concatenate(second)
 
 
 def main() -> None:
@@ -268,6 +293,8 @@ def main() -> None:
     parser.add_argument("--friction", type=float, default=0.002, help="1/fs")
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--models", default="prior,prior_nodihedral,model")
+    parser.add_argument("--halves", action="store_true", help="eval: also the first vs the "
+                        "second half of each replica's kept frames")  # fmt: skip
     parser.add_argument("--discard", type=float, default=0.1)
     args = parser.parse_args()
     OUT = Path(args.out).resolve()
