@@ -172,14 +172,14 @@ def part_md(args, frames) -> None:
     n_fit = int(0.7 * len(frames))
     picks = [int(k * n_fit / args.replicas) for k in range(args.replicas)]
     chunk, n_chunks = (int(v) for v in args.chunk.split("/"))  # c/C: replicas c, c+C, ...
-    picks, tag = picks[chunk::n_chunks], ("" if n_chunks == 1 else f"chunk{chunk}_")
+    picks, sub = picks[chunk::n_chunks], ("" if n_chunks == 1 else f"chunk{chunk}")
     starts = []
     for k in picks:
         atoms = frames[k].copy()
         atoms.calc = None
         starts.append(atoms)
     for name in args.models.split(","):
-        folder = OUT / "runs" / name
+        folder = OUT / "runs" / name / sub  # a chunk: its own folder (and output lock)
         folder.mkdir(parents=True, exist_ok=True)
         log(f"md {name}: {len(starts)} replicas x {args.steps} steps of {args.timestep} fs")
         tick = time.time()
@@ -196,8 +196,8 @@ def part_md(args, frames) -> None:
             steps=args.steps,
             save_every=args.save_every,
             friction=args.friction,
-            trajectory=str(folder / (tag + "replica_{i}.traj")),
-            logfile=str(folder / f"{tag}log.csv"),
+            trajectory=str(folder / "replica_{i}.traj"),
+            logfile=str(folder / "log.csv"),
             seed=7 + chunk,
             progress=True,
         )
@@ -216,7 +216,7 @@ def part_eval(args, frames) -> None:
     for spec in args.models.split(","):  # NAME, or LABEL=NAME:GLOB (a subset of NAME's runs)
         name, _, glob = spec.partition("=")[2].partition(":") if "=" in spec else (spec, "", "")
         label = spec.partition("=")[0]
-        files = sorted((OUT / "runs" / name).glob(glob or "*.traj"))
+        files = sorted((OUT / "runs" / name).glob(glob or "**/*.traj"))  # chunks: subfolders
         results[label] = evaluate_runs(frames, files, discard_fraction=args.discard, label=label)
         if args.halves:  # equilibration check: 1st vs 2nd half of every replica's kept frames
             parts = _halves(files, args.discard)
