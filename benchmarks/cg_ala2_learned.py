@@ -89,7 +89,9 @@ def stage_map(args) -> None:
         aa_frames += [a.positions for a in read(aa, index=":")[args.drop :]]
         segments.append({"file": str(aa), "frames": len(part)})
         log(f"{cg.name}: {len(part)} CG frames (first {args.drop} dropped)")
-    write(args.work / "cg_all.extxyz", frames)
+    tmp = args.work / ".cg_all.tmp.extxyz"  # other stages may be reading the old one
+    write(tmp, frames)
+    tmp.replace(args.work / "cg_all.extxyz")
     _write_json(args.work / "segments.json", {"drop": args.drop, "segments": segments})
     np.save(args.work / "aa_positions.npy", np.stack(aa_frames))
     log(f"mapped data: {len(frames)} frames")
@@ -318,15 +320,16 @@ def stage_heldout(args) -> None:
 def stage_md(args) -> None:
     from ase.io import read, write
 
-    frames = fit_frames(args, read(args.work / "cg_all.extxyz", index=":"))
-    n_fit = int(split_fractions(args)[0] * len(frames))  # starts from the training part
     starts = []
-    for k in range(args.replicas):
-        atoms = frames[int(k * n_fit / args.replicas)].copy()
-        atoms.calc = None
-        starts.append(atoms)
     for name in args.models.split(","):
         start = args.work / f"md_starts_{name}.extxyz"  # one per model: md runs in parallel
+        if not start.is_file() and not starts:
+            frames = fit_frames(args, read(args.work / "cg_all.extxyz", index=":"))
+            n_fit = int(split_fractions(args)[0] * len(frames))  # from the training part
+            for k in range(args.replicas):
+                atoms = frames[int(k * n_fit / args.replicas)].copy()
+                atoms.calc = None
+                starts.append(atoms)
         if not start.is_file():
             write(start, starts)
         tick = time.time()
@@ -379,17 +382,14 @@ def stage_eval(args) -> None:
     floor = floor_of(frames[:half], frames[half:])
     floors = {}
     segments_file = args.work / "segments.json"
-    if segments_file.is_file():  # the two longest all-atom runs against each other
+    if args.floor_from and segments_file.is_file():  # an independent run against the rest
         segs = json.loads(segments_file.read_text())["segments"]
-        ends = np.cumsum([0] + [g["frames"] for g in segs])
-        longest = sorted(range(len(segs)), key=lambda k: -segs[k]["frames"])[:2]
-        if len(longest) == 2:
-            a, b = sorted(longest)
-            floors["run_vs_run"] = {
-                "reference": segs[a]["file"],
-                "other": segs[b]["file"],
-                **floor_of(frames[ends[a] : ends[a + 1]], frames[ends[b] : ends[b + 1]]),
-            }
+        cut = sum(g["frames"] for g in segs[: args.floor_from])
+        floors["runs_vs_rest"] = {
+            "reference": [g["file"] for g in segs[: args.floor_from]],
+            "other": [g["file"] for g in segs[args.floor_from :]],
+            **floor_of(frames[:cut], frames[cut:]),
+        }
     extra = {
         "dihedral_choice": choice,
         "evaluation_note": "the regions columns of the table use the all-atom backbone φ/ψ "
@@ -452,6 +452,8 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--models", default="prior,model")
     parser.add_argument("--discard", type=float, default=0.1)
+    parser.add_argument("--floor-from", type=int, default=0,
+                        help="also a floor: --aa runs N... vs the runs before")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
