@@ -57,9 +57,11 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(reference, tmp_path_factory):
+    # 15 epochs: the loss of 3 molecules is noisy (bonds and angles are taught by the distance
+    # term alone, so the first epochs move the MSD little)
     out = tmp_path_factory.mktemp("model")
     result = train_confvae(
-        reference, out, ConfVAETrainConfig(max_epochs=10, lr=3e-3, **TINY), progress=False
+        reference, out, ConfVAETrainConfig(max_epochs=15, lr=3e-3, **TINY), progress=False
     )
     return result
 
@@ -79,7 +81,7 @@ def test_split_keeps_the_reference_folders_and_drops_unknown_elements(reference,
 
 def test_training_steps_reduce_the_loss(trained):
     log = np.genfromtxt(trained.card_path.parent / "train_log.csv", delimiter=",", names=True)
-    assert len(log) == 10
+    assert len(log) == 15
     assert log["train_loss"][-3:].mean() < 0.8 * log["train_loss"][:2].mean()
     assert log["val_loss"].min() < log["val_loss"][0]
 
