@@ -180,3 +180,32 @@ def test_cli_relax_flag(tmp_path, capsys):
         cli_main.main(["conformers", "CCO", "--method", "etkdg", "--relax", "-o", str(out)])
     assert info.value.code == 2
     assert "--relax does not apply" in capsys.readouterr().err
+
+
+def test_msd_gradient_reaches_long_range_distances_only():
+    # bonds and 1-3 pairs are taught by the distance term alone: the bilevel MSD term (through
+    # the DG) must not move them (it shrank them towards an average structure)
+    from ase_mlmd.conformers.confvae import ConfVAE, ConfVAESettings
+
+    torch.manual_seed(0)
+    model = ConfVAE(ConfVAESettings(VOCAB, hidden=16, layers=1, steps_4d=5, steps=6, unrolled=3))
+    mol, ref = etkdg("CCCCO")
+    batch = collate([mol_graph(mol, VOCAB, 6)])
+    leaf = {}
+
+    def decode(b, z):
+        leaf["d"] = (edge_lengths(ref, b.edges).float() * 1.1).requires_grad_(True)
+        return leaf["d"]
+
+    model.decode = decode
+    out = model.loss(batch, ref.float(), beta=0.0, distance_weight=0.0, sample=False)
+    out["loss"].backward()
+    grad = leaf["d"].grad
+    assert float(grad[batch.hops <= 2].abs().max()) == 0.0
+    assert float(grad[batch.hops >= 3].abs().max()) > 1e-4
+    # the distance term does reach them, bonds weighted above longer pairs
+    leaf.clear()
+    out = model.loss(batch, ref.float(), beta=0.0, distance_weight=1.0, sample=False)
+    (out["loss"] - out["msd"]).backward()
+    grad = leaf["d"].grad.abs() / edge_lengths(ref, batch.edges).float()  # per unit of error
+    assert float(grad[batch.hops == 1].min()) > 10 * float(grad[batch.hops >= 3].max())
