@@ -37,7 +37,12 @@ from ase_mlmd.conformers.metrics import energy_above_reference, evaluate_molecul
 from ase_mlmd.conformers.molecules import mol_to_atoms, with_positions
 from ase_mlmd.conformers.reference import reference_ensembles
 from ase_mlmd.conformers.report import summary_table
-from ase_mlmd.conformers.rmsd import heavy_indices, prune_conformers, symmetry_matches
+from ase_mlmd.conformers.rmsd import (
+    best_rmsd_matrix,
+    heavy_indices,
+    prune_conformers,
+    symmetry_matches,
+)
 from ase_mlmd.conformers.search import KCAL
 from ase_mlmd.data.reference import reference_calculator
 from ase_mlmd.errors import UnsupportedSpeciesError
@@ -67,7 +72,7 @@ def bench_molecule(mol_id, ref, group, xtb, ml_calc, ml_name, confvae_model) -> 
     pos = embed_etkdg(mol, 2 * k, seed=0)
     t_embed = time.monotonic() - t0
     if group == "ml":
-        rows = _ml_rows(mol, ref, pos, t_embed, ml_calc, ml_name)
+        rows = _ml_rows(mol, ref, ref_e, pos, t_embed, ml_calc, ml_name, xtb, heavy)
     elif group == "confvae":
         rows = _confvae_rows(mol, ref, ref_e, xtb, confvae_model)
     else:
@@ -99,21 +104,38 @@ def _xtb_rows(mol, ref, ref_e, pos, t_embed, xtb, heavy):
     return rows
 
 
-def _ml_rows(mol, ref, pos, t_embed, ml_calc, ml_name):
-    rows = []
-    if ml_calc is not None:
-        try:
-            t0 = time.monotonic()
-            mpos, _, _ = relax_conformers(mol, pos, ml_calc, fmax=0.05)
-            wall = time.monotonic() - t0 + t_embed
-        except UnsupportedSpeciesError:
-            return rows  # the card does not cover this molecule's elements
-        row = {"method": f"etkdg+relax({ml_name})", "wall_s": wall}
-        # fraction of relaxations that changed bonds or stereo (dropped)
-        row["broken"] = 1.0 - len(mpos) / len(pos)
-        if len(mpos):
-            row.update(evaluate_molecule(ref, _atoms(mol, mpos)))
-        rows.append(row)
+def _ml_rows(mol, ref, ref_e, pos, t_embed, ml_calc, ml_name, xtb, heavy):
+    """ETKDG + relax with the ML card: all relaxed structures (2K minus broken ones) and the
+    default output (pruned at 0.25 Å and 6 kcal/mol of the card's energies); broken =
+    relaxations that changed bonds or stereo (left out by ``relax_conformers``). Energies (the
+    default output only): its conformers relaxed again with GFN2-xTB, relative to the reference
+    minimum;
+    ``ml_to_xtb_rmsd``: heavy-atom RMSD (same atoms, aligned) between each ML minimum and the
+    GFN2-xTB minimum reached from it (how far the card's minima are from xTB's)."""
+    if ml_calc is None:
+        return []
+    try:
+        t0 = time.monotonic()
+        mpos, mene, _ = relax_conformers(mol, pos, ml_calc, fmax=0.05)
+        wall = time.monotonic() - t0 + t_embed
+    except UnsupportedSpeciesError:
+        return []  # the card does not cover this molecule's elements
+    base = {"wall_s": wall, "broken": 1.0 - len(mpos) / len(pos), "n_broken": len(pos) - len(mpos)}
+    rows = [{"method": f"etkdg+relax({ml_name}) 2K", **base}]
+    if not len(mpos):
+        return rows
+    relaxed = _atoms(mol, mpos, mene)
+    rows[0].update(evaluate_molecule(ref, relaxed))
+    keep = prune_conformers(mpos[:, heavy], mene, symmetry_matches(mol), 0.25, 6.0 * KCAL)
+    default = {"method": f"etkdg+relax({ml_name}) default", **base}
+    default.update(evaluate_molecule(ref, [relaxed[i] for i in keep]))
+    xpos, xene, xkept = relax_conformers(mol, mpos[keep], xtb, fmax=0.05)
+    if len(xene):
+        identity = symmetry_matches(mol)[:1]  # same atoms: no permutation
+        mine = np.array([mpos[keep[i]][heavy] for i in xkept])
+        shift = np.diag(best_rmsd_matrix(mine, xpos[:, heavy], identity))
+        default.update(energy_above_reference(xene, ref_e), ml_to_xtb_rmsd=float(np.mean(shift)))
+    rows.append(default)
     return rows
 
 
@@ -169,6 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--confvae-model", help="ConfVAE card")
     p.add_argument("--limit", type=int, help="first N molecules only")
     p.add_argument(
+        "--shard",
+        help="K/N: molecules K, K+N, ... only (0 <= K < N), cached in OUT/rows.K-of-N.jsonl; "
+        "a run without --shard reads every cache and summarises",
+    )
+    p.add_argument(
         "--group",
         choices=("xtb", "ml", "confvae"),
         default="xtb",
@@ -181,7 +208,14 @@ def main(argv: list[str] | None = None) -> None:
     refs = reference_ensembles(Path(args.reference) / args.split)
     ids = sorted(refs)[: args.limit]
     cache = out / "rows.jsonl"
-    rows = [json.loads(line) for line in cache.read_text().splitlines()] if cache.exists() else []
+    if args.shard:
+        k, n = map(int, args.shard.split("/"))
+        ids, cache = ids[k::n], out / f"rows.{k}-of-{n}.jsonl"
+    rows = [
+        json.loads(line)
+        for path in sorted(out.glob("rows*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
     done = {r["id"] for r in rows if r.get("group", "xtb") == args.group}
     xtb = reference_calculator("gfn2-xtb")
     ml_calc = ml_name = None
@@ -203,8 +237,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.extend(new)
         bar.update(1)
     bar.close()
+    if args.shard:
+        return None  # the shard's rows are cached; a run without --shard summarises
     rows = [r for r in rows if r["id"] in set(ids) and r["method"] is not None]
     names = ["cov_r", "mat_r", "cov_p", "mat_p", "e_min", "e_median", "wall_s", "broken"]
+    names += ["n_broken", "ml_to_xtb_rmsd"]
     names += ["bond_off", "bond_worst"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summaries = {m: summarize([r for r in rows if r["method"] == m], names) for m in methods}
@@ -214,13 +251,20 @@ def main(argv: list[str] | None = None) -> None:
     wall = "\n".join(
         f"- {m}: {s['wall_s_mean']:.2f} s per molecule (mean), {s['wall_s_median']:.2f} (median)"
         + (
-            f"; relaxations that broke bonds: {100 * s['broken_mean']:.0f} %"
+            f"; relaxations that broke bonds: {100 * s['broken_mean']:.1f} % "
+            f"({sum(r.get('n_broken', 0) for r in rows if r['method'] == m)} in all)"
             if "broken_mean" in s
             else ""
         )
         + (
             f"; molecules with a valid conformer: {s.get('n_valid', 0)}"
             if "broken_mean" in s
+            else ""
+        )
+        + (
+            f"; ML minimum to GFN2-xTB minimum from it: {s['ml_to_xtb_rmsd_mean']:.3f} Å "
+            f"heavy-atom RMSD (mean; median {s['ml_to_xtb_rmsd_median']:.3f})"
+            if "ml_to_xtb_rmsd_mean" in s
             else ""
         )
         for m, s in summaries.items()
@@ -256,7 +300,7 @@ def _plot(rows, methods, path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for k, m in enumerate(methods):
-        sel = [r for r in rows if r["method"] == m]
+        sel = [r for r in rows if r["method"] == m and "cov_r" in r]
         axes[0].hist([100 * r["cov_r"] for r in sel], bins=np.linspace(0, 100, 11),
                      histtype="step", lw=2, label=m, color=f"C{k}")  # fmt: skip
         axes[1].hist([r["mat_r"] for r in sel], bins=np.linspace(0, 1.5, 16),
