@@ -7,7 +7,8 @@ heavy-atom symmetry-aware best RMSD (RDKit GetBestRMS definition, here the vecto
 COV-R = share of references with a generated conformer within delta, MAT-R = mean over
 references of the smallest RMSD to a generated one; COV-P/MAT-P the same over generated
 conformers. Mean and median over molecules. Conformers are compared as generated (no
-relaxation).
+relaxation). Local geometry: the share of samples whose worst bond is more than
+``BOND_TOLERANCE`` (0.2 Å) longer or shorter than in the lowest reference conformer.
 
     .venv/bin/python benchmarks/confvae_eval.py --card models/confvae/card.toml \\
         --reference out/conformers/ref_freesolv/test -o out/confvae/eval
