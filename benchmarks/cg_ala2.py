@@ -217,9 +217,12 @@ def part_eval(args, frames) -> None:
         name, _, glob = spec.partition("=")[2].partition(":") if "=" in spec else (spec, "", "")
         label = spec.partition("=")[0]
         files = sorted((OUT / "runs" / name).glob(glob or "**/*.traj"))  # chunks: subfolders
-        results[label] = evaluate_runs(frames, files, discard_fraction=args.discard, label=label)
+        kept = _kept_positions(files, args.discard)  # each file read once
+        results[label] = evaluate_runs(frames, np.concatenate(kept), label=label)
+        results[label].n_replicas = len(files)
         if args.halves:  # equilibration check: 1st vs 2nd half of every replica's kept frames
-            parts = _halves(files, args.discard)
+            parts = [np.concatenate([p[: len(p) // 2] for p in kept]),
+                     np.concatenate([p[len(p) // 2 :] for p in kept])]  # fmt: skip
             halves[label] = {
                 which: {
                     k: summary_row(evaluate_runs(frames, pos))[k]
@@ -244,17 +247,15 @@ def part_eval(args, frames) -> None:
     log(f"report: {path}")
 
 
-def _halves(files, discard: float) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the first and the second half of every replica's frames after ``discard``."""
+def _kept_positions(files, discard: float) -> list[np.ndarray]:
+    """(T_i, n_beads, 3) positions of every replica file after dropping its first ``discard``."""
     from ase.io import read
 
-    first, second = [], []
+    out = []
     for file in files:
         pos = np.stack([a.positions for a in read(file, index=":")])
-        pos = pos[int(discard * len(pos)) :]
-        first.append(pos[: len(pos) // 2])
-        second.append(pos[len(pos) // 2 :])
-    return np.concatenate(first), np.concatenate(second)
+        out.append(pos[int(discard * len(pos)) :])
+    return [p for p in out if len(p)]
 
 
 def main() -> None:
