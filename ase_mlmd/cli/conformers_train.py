@@ -58,6 +58,13 @@ def add_arguments(parser) -> None:
         default=d.distance_weight,
         help=f"weight of the direct distance loss ({d.distance_weight})",
     )
+    add(
+        "--distance-loss",
+        choices=("weighted", "plain"),
+        default=d.distance_loss,
+        help="mean of the distance loss over atom pairs: weighted by --dg-weights or plain "
+        f"({d.distance_loss})",
+    )
     add("--hidden", type=int, default=d.hidden, help=f"embedding width ({d.hidden})")
     add("--layers", type=int, default=d.layers, help=f"message-passing layers ({d.layers})")
     add("--latent", type=int, default=d.latent, help=f"size of each atom's latent z ({d.latent})")
@@ -116,6 +123,7 @@ def run(args) -> None:
             dg_weights=_weights(args.dg_weights),
             beta=args.beta,
             distance_weight=args.distance_weight,
+            distance_loss=args.distance_loss,
             lr=args.lr,
             batch_size=args.batch_size,
             max_epochs=args.max_epochs,

@@ -247,6 +247,7 @@ class ConfVAE(nn.Module):
         distance_weight: float,
         generator: torch.Generator | None = None,
         sample: bool = True,
+        weighted_distances: bool = True,
     ) -> dict[str, torch.Tensor]:
         """The training objective and its terms for reference conformers ``positions``.
 
@@ -255,6 +256,8 @@ class ConfVAE(nn.Module):
             beta: KL weight; distance_weight: weight of the direct distance term.
             generator: seeds z noise and the DG start (None: torch's global RNG).
             sample: draw z from the posterior (False: its mean, for validation).
+            weighted_distances: weigh the distance term by the DG pair weights (False: plain
+                mean over the pairs).
 
         Returns:
             ``loss`` (scalar), ``msd`` (aligned MSD, Å², batch mean), ``distance`` (Å²),
@@ -274,7 +277,7 @@ class ConfVAE(nn.Module):
         xp, mask = batch.pad(x)
         rp, _ = batch.pad(positions)
         msd = aligned_msd(xp, rp, mask, reflection=True).mean()
-        weights = self.pair_weights(batch, distances.dtype)
+        weights = self.pair_weights(batch, distances.dtype) if weighted_distances else None
         error = (distances - reference) ** 2
         dist = error.mean() if weights is None else (weights * error).sum() / weights.sum()
         kl_atom = 0.5 * (mean**2 + log_var.exp() - 1.0 - log_var).sum(-1)

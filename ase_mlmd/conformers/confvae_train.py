@@ -74,7 +74,8 @@ class ConfVAETrainConfig:
             noise, dg_weights: see :class:`~ase_mlmd.conformers.confvae.ConfVAESettings`.
         beta: KL weight, reached linearly over the first ``kl_warmup_epochs`` epochs (KL
             annealing against posterior collapse; validation always uses ``beta``);
-            distance_weight: weight of the direct distance term (Å²).
+            distance_weight: weight of the direct distance term (Å²); distance_loss: its mean
+            over the pairs ``weighted`` by the DG pair weights or ``plain``.
         lr, batch_size: Adam learning rate, conformers per step.
         max_epochs, max_time (s or "20m"), early_stop_patience: stopping rules.
         lr_patience, lr_factor, min_lr: ReduceLROnPlateau on the validation loss.
@@ -99,6 +100,7 @@ class ConfVAETrainConfig:
     beta: float = 0.001
     kl_warmup_epochs: float = 3.0
     distance_weight: float = 1.0
+    distance_loss: str = "weighted"
     lr: float = 1e-3
     batch_size: int = 16
     max_epochs: int = 200
@@ -125,6 +127,8 @@ class ConfVAETrainConfig:
         self.dg_weights = [float(w) for w in self.dg_weights]
         if not self.dg_weights or min(self.dg_weights) <= 0:
             raise ValueError(f"DG weights must be positive numbers, got {self.dg_weights}")
+        if self.distance_loss not in ("weighted", "plain"):
+            raise ValueError(f"distance_loss must be weighted or plain, got {self.distance_loss!r}")
         if self.lr <= 0 or min(self.beta, self.distance_weight, self.kl_warmup_epochs) < 0:
             raise ValueError("lr must be > 0; beta, kl_warmup_epochs, distance_weight >= 0")
 
@@ -148,7 +152,13 @@ def evaluate_loss(model: ConfVAE, data: ConformerSet, config: ConfVAETrainConfig
             chosen = list(range(start, min(start + config.batch_size, len(data))))
             graphs, positions = data.batch(chosen)
             out = model.loss(
-                graphs, positions, config.beta, config.distance_weight, generator, sample=False
+                graphs,
+                positions,
+                config.beta,
+                config.distance_weight,
+                generator,
+                sample=False,
+                weighted_distances=config.distance_loss == "weighted",
             )
             for key in totals:
                 totals[key] += float(out[key]) * len(chosen)
@@ -336,7 +346,11 @@ class _Loop(EpochLoop):
         graphs, positions = self.sets["train"].batch(chunk)
         warm = (self.run.steps + 1) / max(config.kl_warmup_epochs * self.n_chunks, 1e-9)
         beta = config.beta * min(1.0, warm)
-        loss = model.loss(graphs, positions, beta, config.distance_weight)["loss"]
+        weighted = config.distance_loss == "weighted"
+        out = model.loss(
+            graphs, positions, beta, config.distance_weight, weighted_distances=weighted
+        )
+        loss = out["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         return float(loss.detach())
