@@ -4,7 +4,8 @@ The package's training conventions, with the CGVAE loss (:meth:`CGVAE.loss`) in 
 force matching: a seeded split (``ordered=True``: time-ordered blocks train | val | test,
 :mod:`ase_mlmd.data.splits`), Adam with ReduceLROnPlateau, an exponential moving average of
 the weights (:mod:`ase_mlmd.train.ema`) that is validated, early-stopped on and exported,
-``max_epochs`` and ``max_time`` (all resumptions together). The output folder (locked while a
+``max_epochs`` and ``max_time`` (all resumptions together; rerunning a finished run with a
+larger limit trains on from its checkpoint). The output folder (locked while a
 run writes to it) holds
 
 * ``checkpoint.pt``: the whole state (:mod:`ase_mlmd.train.checkpoint`, atomic, loads with
@@ -193,7 +194,8 @@ def train_backmapper(
             stored = load_train_checkpoint(checkpoint)
             check_compatible(stored, fingerprint, checkpoint)
             run.restore(stored)
-            run.stop_reason = stored.get("stop_reason") or None
+            reason, limits = stored.get("stop_reason") or None, stored.get("limits")
+            run.stop_reason = _still_stopped(reason, limits, run, config)
             if progress:
                 print(f"backmap train: resuming {checkpoint} at epoch {run.epoch + 1}, batch "
                       f"{run.batch}", file=sys.stderr, flush=True)  # fmt: skip
@@ -208,6 +210,32 @@ def train_backmapper(
                        data_info, {part: len(idx) for part, idx in indices.items()})  # fmt: skip
 
 
+def _still_stopped(
+    reason: str | None, limits: dict | None, run, config: BackmapTrainConfig
+) -> str | None:
+    """The stored stop reason of a finished run if it still holds under ``config``; ``None``
+    (train on) when the limit that stopped it was raised on the rerun (``max_time``,
+    ``max_epochs`` or ``early_stop_patience`` above the ``limits`` stored with the checkpoint;
+    ``None`` = no limit). The same command again therefore finishes without training.
+    Checkpoints written before limits were stored: ``max_time`` counts as raised when it is
+    more than 10 % above the time already spent, the others when the run is below them."""
+    key = {"max_time": "max_time", "max_epochs": "max_epochs",
+           "early_stopping": "early_stop_patience"}.get(reason or "")  # fmt: skip
+    if key is None:
+        return reason
+    now = getattr(config, key)
+    if limits is not None:
+        before = limits.get(key)
+        raised = before is not None and (now is None or now > before)
+    elif key == "max_time":
+        raised = now is None or now > 1.1 * run.elapsed_before
+    elif key == "max_epochs":
+        raised = run.epoch < now
+    else:
+        raised = run.bad_epochs < now
+    return None if raised else reason
+
+
 class _Loop:
     def __init__(self, run, config, sets, fingerprint, checkpoint, started, progress):
         self.run, self.config, self.sets = run, config, sets
@@ -220,7 +248,10 @@ class _Loop:
 
     def save(self) -> None:
         state = self.run.state(self.fingerprint, self.elapsed())
-        save_train_checkpoint(self.checkpoint, {**state, "stop_reason": self.run.stop_reason or ""})
+        limits = {k: getattr(self.config, k) for k in ("max_time", "max_epochs",
+                                                       "early_stop_patience")}  # fmt: skip
+        save_train_checkpoint(self.checkpoint, {**state, "stop_reason": self.run.stop_reason or "",
+                                                "limits": limits})  # fmt: skip
 
     def out_of_time(self) -> bool:
         if self.config.max_time is None or self.step_time is None:
