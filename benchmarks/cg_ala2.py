@@ -251,9 +251,17 @@ def _kept_positions(files, discard: float) -> list[np.ndarray]:
     """(T_i, n_beads, 3) positions of every replica file after dropping its first ``discard``."""
     from ase.io import read
 
+    from ase.io.trajectory import Trajectory
+
     out = []
     for file in files:
-        pos = np.stack([a.positions for a in read(file, index=":")])
+        try:
+            atoms = read(file, index=":")
+        except Exception as error:  # a copy taken while the run appends: drop its last frame
+            log(f"{file}: {error}; reading all frames but the last")
+            with Trajectory(file) as traj:
+                atoms = [traj[i] for i in range(len(traj) - 1)]
+        pos = np.stack([a.positions for a in atoms])
         out.append(pos[int(discard * len(pos)) :])
     return [p for p in out if len(p)]
 
