@@ -250,7 +250,6 @@ def part_eval(args, frames) -> None:
 def _kept_positions(files, discard: float) -> list[np.ndarray]:
     """(T_i, n_beads, 3) positions of every replica file after dropping its first ``discard``."""
     from ase.io import read
-
     from ase.io.trajectory import Trajectory
 
     out = []
