@@ -26,6 +26,13 @@ Usage (1 thread; the machine is shared)::
     OMP_NUM_THREADS=1 python benchmarks/cg_ala2.py --parts fit,baseline,md,eval \\
         --models prior,prior_nodihedral,model
     OMP_NUM_THREADS=1 python benchmarks/cg_ala2.py --parts fit,md --network cgnet --models cgnet
+
+Acceptance 5a against one prior (``--out benchmarks/cg_runs/ala2_5a``): the CGnet-style prior
+alone (``--parts baseline,md --models prior_nodihedral``) and the same prior + CGnet network
+(``--priors bonds,angles,repulsion --network cgnet``, ``--patience``/``--lr-patience``/``--lr``,
+``--lipschitz``); MD of many replicas split over processes with ``--chunk c/C`` (each chunk in
+its own subfolder), ``--ensemble`` for the mean of several networks (benchmark-only), eval with
+``LABEL=NAME:GLOB`` subsets and ``--halves`` (first vs second half of every replica).
 """
 
 from __future__ import annotations
