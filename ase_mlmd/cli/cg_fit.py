@@ -140,10 +140,18 @@ def run_fit(args) -> None:
             n_harmonics=args.harmonics,
             exclusion=args.exclusion,
         )
+        hyper = parse_parameters(args.hyper)
+        if "lipschitz" in hyper and not (
+            isinstance(hyper["lipschitz"], int | float) and hyper["lipschitz"] > 0
+        ):
+            raise ValueError(
+                f"--hyper lipschitz={hyper['lipschitz']}: the Lipschitz bound must be a positive "
+                "number (e.g. lipschitz=1.0), or leave it out for no bound"
+            )
         config = TrainConfig(
             model=args.model,
             cutoff=args.cutoff,
-            hyperparameters=parse_parameters(args.hyper),
+            hyperparameters=hyper,
             energy_weight=0.0,
             lr=args.lr,
             batch_size=args.batch_size,

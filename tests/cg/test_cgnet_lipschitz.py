@@ -134,3 +134,18 @@ def test_cli_cg_fit_hyper_lipschitz(tmp_path, monkeypatch):
     net = load_calculator(out / "card.toml").model.network
     assert isinstance(net, CGnetNetwork) and net.lipschitz == pytest.approx(0.3)
     assert max(spectral_norms(net.effective_weights())) <= 0.3 * (1 + 1e-6)  # float32 card
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "big"])
+def test_cli_refuses_a_lipschitz_bound_that_is_not_positive(tmp_path, monkeypatch, capsys, bad):
+    from ase_mlmd.cli import main as cli_main
+
+    if ("cg", "ase_mlmd.cli.cg") not in cli_main.COMMANDS:
+        monkeypatch.setattr(cli_main, "COMMANDS", [*cli_main.COMMANDS, ("cg", "ase_mlmd.cli.cg")])
+    with pytest.raises(SystemExit) as stop:
+        cli_main.main(["cg", "fit", str(DATA), "--units", "kcal/mol", "--model", "cgnet", "--hyper",
+                       f"width=8,lipschitz={bad}", "-o", str(tmp_path / "x")])  # fmt: skip
+    assert stop.value.code == 2
+    message = f"--hyper lipschitz={bad}: the Lipschitz bound must be a positive"
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x" / "card.toml").exists()
