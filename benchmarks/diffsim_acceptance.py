@@ -183,6 +183,17 @@ def part_spline_step(args) -> dict:
         out[label] = {"wall_ms": walls[len(walls) // 2], "cpu_ms": cpus[len(cpus) // 2]}
     out["speedup_wall"] = out["autograd"]["wall_ms"] / out["direct"]["wall_ms"]
     out["speedup_cpu"] = out["autograd"]["cpu_ms"] / out["direct"]["cpu_ms"]
+    # the same trajectory from the same start on both paths, until chaos amplifies rounding
+    finals = {}
+    for label, direct in (("autograd", False), ("direct", True)):
+        with spline_path(direct):
+            finals[label] = [engine.reinit(start)]
+            for _ in range(5):
+                finals[label].append(engine.run(finals[label][-1], 100))
+    out["max_position_difference_A"] = {
+        f"{100 * k} steps": float((a.positions - b.positions).abs().max())
+        for k, (a, b) in enumerate(zip(finals["autograd"], finals["direct"], strict=True))
+    }
     print(json.dumps(out), flush=True)
     return out
 
