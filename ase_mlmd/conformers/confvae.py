@@ -392,8 +392,10 @@ def _mirror_for_stereo(mol: Any, positions: np.ndarray) -> np.ndarray:
 def sample_conformers(card_path: str | os.PathLike, mol: Any, n: int, seed: int = 0) -> list:
     """``n`` conformers of ``mol`` from a ConfVAE card, as ASE ``Atoms`` in the Mol's atom order.
 
-    The conformers are as distance geometry leaves them, not relaxed: with the FreeSolv card most
-    have some bond 0.2-0.5 Å off (BENCHMARKS.md); relax them (e.g. GFN2-xTB) before use.
+    The conformers are as distance geometry leaves them, not relaxed. With the weighted DG
+    (``dg_weights``) of cards trained since issue 15 few samples have a bond more than 0.2 Å
+    off; the first FreeSolv card (plain stress) had one in 96 % of them (BENCHMARKS.md). For
+    minima, relax them: ``generate_conformers(..., method="confvae", relax=True)``.
 
     Args:
         card_path: a ConfVAE card (``ase-mlmd conformers train`` writes ``OUTPUT/card.toml``).
