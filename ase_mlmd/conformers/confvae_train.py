@@ -100,7 +100,7 @@ class ConfVAETrainConfig:
     beta: float = 0.001
     kl_warmup_epochs: float = 3.0
     distance_weight: float = 1.0
-    distance_loss: str = "weighted"
+    distance_loss: str = "plain"
     lr: float = 1e-3
     batch_size: int = 16
     max_epochs: int = 200

@@ -203,9 +203,11 @@ def test_msd_gradient_reaches_long_range_distances_only():
     grad = leaf["d"].grad
     assert float(grad[batch.hops <= 2].abs().max()) == 0.0
     assert float(grad[batch.hops >= 3].abs().max()) > 1e-4
-    # the distance term does reach them, bonds weighted above longer pairs
+    # the distance term does reach them (weighted option: bonds above longer pairs)
     leaf.clear()
-    out = model.loss(batch, ref.float(), beta=0.0, distance_weight=1.0, sample=False)
+    out = model.loss(
+        batch, ref.float(), beta=0.0, distance_weight=1.0, sample=False, weighted_distances=True
+    )
     (out["loss"] - out["msd"]).backward()
     grad = leaf["d"].grad.abs() / edge_lengths(ref, batch.edges).float()  # per unit of error
     assert float(grad[batch.hops == 1].min()) > 10 * float(grad[batch.hops >= 3].max())
