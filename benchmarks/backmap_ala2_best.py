@@ -61,7 +61,7 @@ def best_table(rows: list[dict]) -> list[str]:
     lines = [
         "| mapping | N | best run (training, seed; epochs) | heavy RMSD_recon (anchor) | "
         "graph-edit heavy (anchor) | clash CGVAE / linear (ref) | heavy clash CGVAE / linear "
-        "(ref) | valid & clash-free CGVAE / linear | all runs: RMSD / GED / clash goals |",
+        "(ref) | valid & clash-free CGVAE / linear | every run: RMSD / GED / clash goals |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for scheme in ("girvan-newman", "learned"):
@@ -74,13 +74,14 @@ def best_table(rows: list[dict]) -> list[str]:
             g, k = goals(best), BEADS.index(n)
             au, s, li = best["cgvae_autoencode"], best["cgvae_samples"], best["linear"]
             every = "; ".join(
-                f"{_label(r)}: " + "/".join("✓" if ok else "✗" for ok in goals(r).values())
+                f"{_label(r)} ({r['train']['epochs']} ep.): "
+                + "/".join("✓" if ok else "✗" for ok in goals(r).values())
                 for r in sorted(mine, key=lambda r: (r["max_time_s"], r["seed"]))
             )
             lines.append(
                 f"| {scheme} | {n} | {_label(best)}; {best['train']['epochs']} | "
                 f"{au['rmsd_heavy']:.3f} ({ANCHOR['cgvae']['rmsd_heavy'][k]}) {_mark(g['rmsd'])} | "
-                f"{s['ged_heavy']:.4f} ({ANCHOR['cgvae']['ged_heavy'][k]}) {_mark(g['ged'])} | "
+                f"{s['ged_heavy']:.5f} ({ANCHOR['cgvae']['ged_heavy'][k]}) {_mark(g['ged'])} | "
                 f"{s['clash_ratio']:.3f} / {li['clash_ratio']:.3f} "
                 f"({s['clash_ratio_reference']:.3f}) {_mark(g['clash'])} | "
                 f"{_opt(s, 'clash_ratio_heavy')} / {_opt(li, 'clash_ratio_heavy')} "
