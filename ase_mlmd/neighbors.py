@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import vesin
 
+from ase_mlmd.cell_list import cell_bins, half_cell_list
+
 _cache = threading.local()
 
 #: open (non-periodic) systems with at most this many atoms get the batched all-pairs test
@@ -27,19 +29,19 @@ ALL_PAIRS_MAX_ATOMS = 128
 ALL_PAIRS_CHUNK = 1 << 22
 
 
-def _vesin(cutoff: float) -> vesin.NeighborList:
-    """A vesin neighbor-list object for ``cutoff``, reused within a thread.
+def _vesin(cutoff: float, full_list: bool = True) -> vesin.NeighborList:
+    """A vesin neighbor-list object for ``cutoff`` (full or half), reused within a thread.
 
     Single-threaded: the lists here are per system and small, and vesin's OpenMP threads would
     compete with torch's for the same cores.
     """
     lists = _cache.__dict__.setdefault("lists", {})
-    cutoff = float(cutoff)
-    if cutoff not in lists:
+    key = (float(cutoff), bool(full_list))
+    if key not in lists:
         if len(lists) > 16:
             lists.clear()
-        lists[cutoff] = vesin.NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
-    return lists[cutoff]
+        lists[key] = vesin.NeighborList(cutoff=key[0], full_list=key[1], n_threads=1)
+    return lists[key]
 
 
 def system_neighbors(
@@ -47,21 +49,38 @@ def system_neighbors(
     cell: np.ndarray | torch.Tensor,
     pbc: np.ndarray | torch.Tensor,
     cutoff: float,
+    full_list: bool = True,
 ) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]:
-    """Full neighbor list of one system.
+    """Full (or half) neighbor list of one system.
 
     Args:
         positions: (n, 3) Cartesian positions, Å.
         cell: (3, 3) cell, rows are lattice vectors, Å (ignored along non-periodic axes).
         pbc: (3,) periodic flags.
         cutoff: pair cutoff, Å.
+        full_list: every pair both ways; False: each pair once (the compiled cell list of
+            :mod:`ase_mlmd.cell_list` for large periodic cells on the CPU, else vesin's half
+            list).
 
     Returns:
         ``edge_index`` (2, E) int64 with rows (centre i, neighbor j) and ``cell_shifts`` (E, 3)
         integer image shifts such that ``r_ij = x_j - x_i + shifts @ cell``. numpy in, numpy
         out; torch in, torch out on the same device.
     """
-    nl = _vesin(cutoff)
+    if not full_list and not (
+        isinstance(positions, torch.Tensor) and positions.device.type != "cpu"
+    ):
+        box = np.asarray(torch.as_tensor(cell).detach().cpu(), dtype=np.float64)
+        bins = cell_bins(box, np.asarray(torch.as_tensor(pbc).cpu()), cutoff)
+        if bins is not None:  # a large periodic cell: the compiled cell list
+            pos = torch.as_tensor(positions).detach().cpu().to(torch.float64).numpy()
+            i, j, shifts = half_cell_list(pos, box, cutoff, bins)
+            edge_index = np.empty((2, len(i)), dtype=np.int64)
+            edge_index[0], edge_index[1] = i, j
+            if isinstance(positions, torch.Tensor):
+                return torch.from_numpy(edge_index), torch.from_numpy(shifts)
+            return edge_index, shifts
+    nl = _vesin(cutoff, full_list)
     if isinstance(positions, torch.Tensor):
         pos = positions.detach().to(torch.float64)
         box = torch.as_tensor(cell).detach().to(device=pos.device, dtype=torch.float64)
@@ -72,7 +91,9 @@ def system_neighbors(
     pos = np.ascontiguousarray(positions, dtype=np.float64)
     box = np.ascontiguousarray(cell, dtype=np.float64)
     i, j, shifts = nl.compute(pos, box, np.asarray(pbc, dtype=bool), "ijS")
-    return np.stack([i.astype(np.int64), j.astype(np.int64)]), shifts.astype(np.int64)
+    edge_index = np.empty((2, len(i)), dtype=np.int64)
+    edge_index[0], edge_index[1] = i, j
+    return edge_index, shifts.astype(np.int64)
 
 
 def _all_pairs_neighbors(
@@ -80,8 +101,10 @@ def _all_pairs_neighbors(
     starts: torch.Tensor,
     counts: torch.Tensor,
     cutoff: float,
+    full_list: bool = True,
 ) -> torch.Tensor:
-    """All pairs i != j with |x_j - x_i| < cutoff inside each of several open systems.
+    """All pairs i != j (i < j if not ``full_list``) with |x_j - x_i| < cutoff inside each of
+    several open systems.
 
     Args:
         positions: (N, 3) positions of the whole batch.
@@ -111,7 +134,7 @@ def _all_pairs_neighbors(
         i = start[system] + torch.div(local, width, rounding_mode="floor")
         j = start[system] + local % width
         d2 = (positions.index_select(0, j) - positions.index_select(0, i)).square().sum(dim=1)
-        keep = (d2 < cutoff * cutoff) & (i != j)
+        keep = (d2 < cutoff * cutoff) & ((i != j) if full_list else (i < j))
         edges.append(torch.stack([i[keep], j[keep]]))
         lo, first = int(bounds[last]), last + 1
     return torch.cat(edges, dim=1)
@@ -123,8 +146,9 @@ def batch_neighbors(
     pbc: torch.Tensor,
     system_idx: torch.Tensor,
     cutoff: float,
+    full_list: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full neighbor lists of every system in a batch, concatenated with global atom indices.
+    """Full (or half) neighbor lists of every system in a batch, with global atom indices.
 
     Small open systems are handled together by a vectorized all-pairs test, the others by
     vesin (see the module docstring); the pairs are the same either way.
@@ -135,6 +159,8 @@ def batch_neighbors(
         pbc: (B, 3) periodic flags.
         system_idx: (N,) system of each atom; atoms of one system are contiguous.
         cutoff: pair cutoff, Å.
+        full_list: every pair both ways; False: each pair once (a half list; an atom's pairs
+            with its own periodic images once per image pair ±S).
 
     Returns:
         ``edge_index`` (2, E) int64 and ``cell_shifts`` (E, 3) int64 on the input's device,
@@ -147,12 +173,14 @@ def batch_neighbors(
     if bool(small_open.all()):
         starts = torch.cumsum(counts, 0) - counts
         pos = positions.detach().to(torch.float64)
-        edge_index = _all_pairs_neighbors(pos, starts, counts, cutoff)
+        edge_index = _all_pairs_neighbors(pos, starts, counts, cutoff, full_list)
         shifts = torch.zeros((edge_index.shape[1], 3), dtype=torch.int64, device=device)
         return edge_index, shifts
     if bool(small_open.any()):
-        return _mixed_batch_neighbors(positions, cell, pbc, system_idx, cutoff, small_open)
-    return _vesin_batch_neighbors(positions, cell, pbc, system_idx, cutoff)
+        return _mixed_batch_neighbors(
+            positions, cell, pbc, system_idx, cutoff, small_open, full_list
+        )
+    return _vesin_batch_neighbors(positions, cell, pbc, system_idx, cutoff, full_list)
 
 
 def _mixed_batch_neighbors(
@@ -162,6 +190,7 @@ def _mixed_batch_neighbors(
     system_idx: torch.Tensor,
     cutoff: float,
     small_open: torch.Tensor,
+    full_list: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both paths in one batch: all-pairs for ``small_open`` systems, vesin for the others."""
     device = positions.device
@@ -169,7 +198,7 @@ def _mixed_batch_neighbors(
     starts = torch.cumsum(counts, 0) - counts
     chosen = small_open.nonzero().reshape(-1)
     pos = positions.detach().to(torch.float64)
-    pairs = _all_pairs_neighbors(pos, starts[chosen], counts[chosen], cutoff)
+    pairs = _all_pairs_neighbors(pos, starts[chosen], counts[chosen], cutoff, full_list)
     others = (~small_open).nonzero().reshape(-1)
     atoms = (~small_open)[system_idx]
     sub_edges, sub_shifts = _vesin_batch_neighbors(
@@ -178,6 +207,7 @@ def _mixed_batch_neighbors(
         pbc[others],
         torch.repeat_interleave(torch.arange(len(others), device=device), counts[others]),
         cutoff,
+        full_list,
     )
     global_index = atoms.nonzero().reshape(-1)  # position in the subset -> batch atom index
     edge_index = torch.cat([pairs, global_index[sub_edges]], dim=1)
@@ -194,6 +224,7 @@ def _vesin_batch_neighbors(
     pbc: torch.Tensor,
     system_idx: torch.Tensor,
     cutoff: float,
+    full_list: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One vesin call per system."""
     n_per_system = torch.bincount(system_idx, minlength=cell.shape[0]).tolist()
@@ -208,14 +239,18 @@ def _vesin_batch_neighbors(
     start = 0
     for b, n in enumerate(n_per_system):
         if on_cpu:
-            e, s = system_neighbors(pos_np[start : start + n], cell_np[b], pbc_np[b], cutoff)
+            e, s = system_neighbors(
+                pos_np[start : start + n], cell_np[b], pbc_np[b], cutoff, full_list
+            )
             e, s = torch.from_numpy(e), torch.from_numpy(s)
         else:
-            e, s = system_neighbors(pos_all[start : start + n], cell[b], pbc[b], cutoff)
-        edges.append(e + start)
+            e, s = system_neighbors(pos_all[start : start + n], cell[b], pbc[b], cutoff, full_list)
+        edges.append(e + start if start else e)
         shifts.append(s)
         start += n
     if not edges:
         empty = torch.zeros((2, 0), dtype=torch.int64, device=device)
         return empty, torch.zeros((0, 3), dtype=torch.int64, device=device)
+    if len(edges) == 1:
+        return edges[0].to(device), shifts[0].to(device)
     return torch.cat(edges, dim=1).to(device), torch.cat(shifts).to(device)

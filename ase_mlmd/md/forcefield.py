@@ -22,7 +22,10 @@ Analytic pair potentials (``model.direct_forces``, e.g. Lennard-Jones) take a fa
 no graph is wanted: the list is built once per rebuild as a *half* list (each pair once) with
 its Cartesian image shifts, and every call hands the whole skin list to the potential, which
 gives φ and φ' zero beyond the cutoff: no autograd graph, no filtering, and no host
-synchronisation between rebuilds except the rebuild decision itself (one per call).
+synchronisation between rebuilds except the rebuild decision itself (one per call). On the CPU,
+a potential with a row in the compiled pair loop (:mod:`ase_mlmd.models.pair_kernel`: Lennard-
+Jones, Morse, Yukawa, soft sphere and species-pair mixtures of them) is evaluated by that loop,
+on vesin's half list as built (no filtering, sorting or Cartesian shifts at the rebuild).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ase_mlmd.md.state import MDState
 from ase_mlmd.models.backends import as_energy_model
 from ase_mlmd.models.interface import EnergyModel, evaluate
 from ase_mlmd.models.pair_direct import flat_component_index
+from ase_mlmd.models.pair_kernel import KernelTable, PairList, kernel_evaluate
 from ase_mlmd.neighbors import batch_neighbors
 
 #: on CPU, systems are evaluated in groups of about this many edges ("auto"). Measured on a
@@ -132,10 +136,29 @@ class ForceField:
         rebuild = (moved > (0.5 * self.skin) ** 2) | (cell != state.cell.detach()).any()
         return bool(rebuild)
 
-    def _build_half(self, state: MDState) -> None:
-        """Build the half list at ``cutoff + skin`` (for the analytic pair path)."""
+    def _kernel_table(self, state: MDState) -> KernelTable | None:
+        """The model's rows for the compiled pair loop when it runs this state, or None."""
+        table = getattr(self.model, "kernel_table", None)
+        if table is None or state.device.type != "cpu":
+            return None
+        if self.model.dtype not in (torch.float32, torch.float64):
+            return None
+        return table()
+
+    def _build_half(self, state: MDState, compiled: bool = False) -> None:
+        """Build the half list at ``cutoff + skin`` (for the analytic pair path); for the
+        ``compiled`` pair loop only the pairs and their integer shifts are needed."""
         positions = state.positions.detach()
         cell = state.cell.detach()
+        if compiled:
+            edge_index, shifts = batch_neighbors(
+                positions, cell, state.pbc, state.system_idx, self.cutoff + self.skin,
+                full_list=False,
+            )  # fmt: skip
+            pairs = PairList.from_tensors(edge_index, shifts)
+            self._half = _HalfList(edge_index, shifts, pairs=pairs)
+            self._after_build(positions, cell, state)
+            return
         edge_index, shifts = batch_neighbors(
             positions, cell, state.pbc, state.system_idx, self.cutoff + self.skin
         )
@@ -164,6 +187,9 @@ class ForceField:
             ),
             centre_counts=torch.bincount(edge_index[0], minlength=n_atoms),
         )
+        self._after_build(positions, cell, state)
+
+    def _after_build(self, positions: torch.Tensor, cell: torch.Tensor, state: MDState) -> None:
         self._reference = (positions.clone(), cell.clone(), state.system_idx)
         self._edges = None
         self._shell = None
@@ -173,8 +199,11 @@ class ForceField:
 
     def _direct(self, state: MDState) -> MDState:
         """Energy and forces of an analytic pair potential on the half skin list."""
-        if self._half is None or self._needs_build(state):
-            self._build_half(state)
+        table = self._kernel_table(state)
+        compiled = table is not None
+        half = self._half
+        if half is None or half.compiled != compiled or self._needs_build(state):
+            self._build_half(state, compiled)
         half = self._half
         model_dtype = self.model.dtype
         positions = state.positions.detach()
@@ -183,25 +212,27 @@ class ForceField:
         if model_dtype != state.dtype:
             positions = positions.to(model_dtype)
             cell = cell.to(model_dtype)
-            shift_vectors = shift_vectors.t().to(model_dtype).t()
-        batch = AtomsBatch(
-            positions,
-            state.numbers,
-            cell,
-            state.pbc,
-            state.system_idx,
-            half.edge_index,
-            half.shifts,
-        )
-        out = self.model.direct_evaluate(
-            batch,
-            ("energy", "forces"),
-            half_list=True,
-            shift_vectors=shift_vectors,
-            flat_index=half.flat_index,
-            # segment sums on CPU; on a GPU the scatter (atomic adds) needs no host work
-            centre_counts=half.centre_counts if positions.device.type == "cpu" else None,
-        )
+            if not compiled:
+                shift_vectors = shift_vectors.t().to(model_dtype).t()
+        if compiled:
+            out = kernel_evaluate(
+                table, positions, state.numbers, cell, state.system_idx, state.n_systems,
+                half.pairs, half_list=True,
+            )  # fmt: skip
+        else:
+            batch = AtomsBatch(
+                positions, state.numbers, cell, state.pbc, state.system_idx, half.edge_index,
+                half.shifts,
+            )  # fmt: skip
+            out = self.model.direct_evaluate(
+                batch,
+                ("energy", "forces"),
+                half_list=True,
+                shift_vectors=shift_vectors,
+                flat_index=half.flat_index,
+                # segment sums on CPU; on a GPU the scatter (atomic adds) needs no host work
+                centre_counts=half.centre_counts if positions.device.type == "cpu" else None,
+            )
         if model_dtype != state.dtype:
             out = {k: v.to(state.dtype) for k, v in out.items()}
         return state.replace(forces=out["forces"], energy=out["energy"], energies=out["energies"])
@@ -367,23 +398,31 @@ class _Chunk:
 
 
 class _HalfList:
-    """A half skin list: each pair within ``cutoff + skin`` once, with its image shift."""
+    """A half skin list: each pair within ``cutoff + skin`` once, with its image shift; the
+    torch pair path also keeps the Cartesian shifts, flat component indices and centre counts
+    (``compiled``: a list for the compiled loop, which needs none of them)."""
 
-    __slots__ = ("edge_index", "shifts", "shift_vectors", "flat_index", "centre_counts")
+    __slots__ = ("edge_index", "shifts", "shift_vectors", "flat_index", "centre_counts", "pairs")
 
     def __init__(
         self,
         edge_index: torch.Tensor,
         shifts: torch.Tensor,
-        shift_vectors: torch.Tensor,
-        flat_index: tuple[torch.Tensor, torch.Tensor],
-        centre_counts: torch.Tensor,
+        shift_vectors: torch.Tensor | None = None,
+        flat_index: tuple[torch.Tensor, torch.Tensor] | None = None,
+        centre_counts: torch.Tensor | None = None,
+        pairs: PairList | None = None,
     ) -> None:
         self.edge_index = edge_index  # (2, E)
+        self.pairs = pairs  # the compact pairs of the compiled loop
         self.shifts = shifts  # (E, 3) integer image shifts
         self.shift_vectors = shift_vectors  # (E, 3) Å, at the cell of the build
         self.flat_index = flat_index  # ((3E,), (3E,)) flat force components of i and j
         self.centre_counts = centre_counts  # (N,) edges per centre (edges sorted by centre)
+
+    @property
+    def compiled(self) -> bool:
+        return self.pairs is not None
 
 
 class _Shell:

@@ -22,8 +22,10 @@ Forces without autograd: a potential that implements :meth:`PairPotential.pair_d
 :meth:`PairPotential.direct_evaluate` returns energy, forces and stress from φ'(r) directly, on a
 full or a half neighbor list, without building a graph. :func:`~ase_mlmd.models.interface.evaluate`
 takes that path whenever no graph through the results is wanted (``create_graph=False``); the
-autograd path stays for differentiable runs and for potentials without a derivative (neural,
-spline).
+autograd path stays for differentiable runs and for potentials without a derivative (neural
+pair potentials). On CPU tensors the four potentials here run that path as one compiled loop over
+the pairs (:mod:`ase_mlmd.models.pair_kernel`); elsewhere, and for potentials without a row in
+that loop (spline tables), as torch operations.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ import torch
 from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.models.interface import EnergyModel, scatter_sum, system_energy
 from ase_mlmd.models.pair_direct import pair_forces_and_stress
+from ase_mlmd.models.pair_kernel import (
+    KIND_LENNARD_JONES,
+    KIND_MORSE,
+    KIND_SOFT_SPHERE,
+    KIND_YUKAWA,
+    KernelTable,
+    kernel_applies,
+    kernel_forces_and_stress,
+    kernel_row,
+)
 
 CUTOFF_MODES = ("shift", "smooth", "none")
 
@@ -124,6 +136,32 @@ class PairPotential(EnergyModel):
             and owner("cut_pair_energy") is PairPotential
         )
 
+    def _kernel_params(self) -> tuple[int, tuple[float, ...]] | None:
+        """(kind, parameters) of this potential for the compiled pair loop, or None."""
+        return None
+
+    def kernel_row(self):
+        """This potential as a row of the compiled pair loop
+        (:func:`~ase_mlmd.models.pair_kernel.kernel_row`), or None when it has none: no
+        analytic derivative, or a subclass that changes φ (its row would be its parent's)."""
+        cls = type(self)
+
+        def owner(name: str) -> type:
+            return next(k for k in cls.__mro__ if name in k.__dict__)
+
+        if not self.direct_forces or owner("_kernel_params") is not owner("pair_derivative"):
+            return None
+        spec = self._kernel_params()
+        if spec is None:
+            return None
+        kind, params = spec
+        return kernel_row(kind, self.cutoff_mode, self.cutoff, self.r_on, params)
+
+    def kernel_table(self) -> KernelTable | None:
+        """:meth:`kernel_row` as the table of the compiled pair loop, or None."""
+        row = self.kernel_row()
+        return None if row is None else KernelTable.single(row)
+
     def _energy_at_cutoff(self, like: torch.Tensor) -> torch.Tensor:
         rc = torch.full((1,), self.cutoff, dtype=like.dtype, device=like.device)
         return self.pair_energy(rc)
@@ -180,6 +218,9 @@ class PairPotential(EnergyModel):
                 f"{type(self).__name__} has no analytic derivative; use "
                 "ase_mlmd.models.interface.evaluate (autograd) instead"
             )
+        table = self.kernel_table() if kernel_applies(batch) else None
+        if table is not None:
+            return kernel_forces_and_stress(table, batch, "stress" in set(properties), half_list)
         return pair_forces_and_stress(
             self.pair_terms,
             batch,
@@ -252,6 +293,10 @@ class LennardJones(PairPotential):
         x = self.sigma / r
         return self.prefactor * self.epsilon * (self.m * x**self.m - self.n * x**self.n) / r
 
+    def _kernel_params(self) -> tuple[int, tuple[float, ...]]:
+        scale = self.prefactor * _scalar(self.epsilon)
+        return KIND_LENNARD_JONES, (scale, _scalar(self.sigma), self.n, self.m)
+
     def pair_terms(self, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`PairPotential.pair_terms`, from r² alone (no square root) unless the
         cutoff is ``"smooth"``; the 12-6 powers by multiplication."""
@@ -319,6 +364,9 @@ class Morse(PairPotential):
         e = torch.exp(self.rho0 * (1.0 - r / self.r0))
         return (-2.0 * self.epsilon * self.rho0 / self.r0) * e * (e - 1.0)
 
+    def _kernel_params(self) -> tuple[int, tuple[float, ...]]:
+        return KIND_MORSE, (_scalar(self.epsilon), _scalar(self.rho0), _scalar(self.r0))
+
     def extra_repr(self) -> str:
         return (
             f"epsilon={_scalar(self.epsilon)}, r0={_scalar(self.r0)}, rho0={_scalar(self.rho0)}, "
@@ -356,6 +404,9 @@ class Yukawa(PairPotential):
 
     def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
         return -self.amplitude * torch.exp(-self.kappa * r) * (self.kappa * r + 1.0) / r**2
+
+    def _kernel_params(self) -> tuple[int, tuple[float, ...]]:
+        return KIND_YUKAWA, (_scalar(self.amplitude), _scalar(self.kappa))
 
     def extra_repr(self) -> str:
         return (
@@ -400,6 +451,9 @@ class SoftSphere(PairPotential):
 
     def pair_derivative(self, r: torch.Tensor) -> torch.Tensor:
         return -self.n * self.epsilon * (self.sigma / r) ** self.n / r
+
+    def _kernel_params(self) -> tuple[int, tuple[float, ...]]:
+        return KIND_SOFT_SPHERE, (_scalar(self.epsilon), _scalar(self.sigma), self.n)
 
     def extra_repr(self) -> str:
         return (

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from ase.data import atomic_numbers, chemical_symbols
 
@@ -40,6 +41,7 @@ from ase_mlmd.batch import AtomsBatch
 from ase_mlmd.models.interface import EnergyModel, scatter_sum, system_energy
 from ase_mlmd.models.pair import PairPotential
 from ase_mlmd.models.pair_direct import pair_forces_and_stress
+from ase_mlmd.models.pair_kernel import KernelTable, kernel_applies, kernel_forces_and_stress
 
 PairKey = tuple[int, int]
 
@@ -176,6 +178,9 @@ class SpeciesPairPotential(EnergyModel):
                 "a species pair has no analytic derivative; use "
                 "ase_mlmd.models.interface.evaluate (autograd) instead"
             )
+        table = self.kernel_table() if kernel_applies(batch) else None
+        if table is not None:
+            return kernel_forces_and_stress(table, batch, "stress" in set(properties), half_list)
         i, j = batch.edge_index
         kind = self.pair_kind(batch.numbers, i, j)
 
@@ -197,6 +202,20 @@ class SpeciesPairPotential(EnergyModel):
             flat_index,
             centre_counts,
         )
+
+    def kernel_table(self) -> KernelTable | None:
+        """The species pairs as rows of the compiled pair loop, or None when one of them has
+        no row (:meth:`~ase_mlmd.models.pair.PairPotential.kernel_row`)."""
+        rows = [p.kernel_row() for p in self.potentials]
+        if any(row is None for row in rows):
+            return None
+        species = sorted({z for pair in self.pairs for z in pair})
+        species_of = np.zeros(119, dtype=np.int64)
+        species_of[species] = np.arange(len(species))
+        row_of = np.zeros((len(species), len(species)), dtype=np.int64)
+        for k, (a, b) in enumerate(self.pairs):
+            row_of[species_of[a], species_of[b]] = row_of[species_of[b], species_of[a]] = k
+        return KernelTable(np.stack(rows), species_of, row_of)
 
     def extra_repr(self) -> str:
         return f"pairs={self.pair_labels}, cutoff={self.cutoff}"

@@ -3,7 +3,10 @@
 On a GPU every ``.item()``, ``.tolist()``, ``bool(tensor)``, ``nonzero``, ``torch.equal``,
 boolean-mask indexing or copy to the host waits for the device. These are counted here on the
 CPU, by wrapping them, so the property is checked without a GPU: on the analytic pair path a
-step that does not rebuild the list makes exactly one (the rebuild decision).
+step that does not rebuild the list makes exactly one (the rebuild decision). The path checked
+is the torch form that runs on a GPU; on the CPU the engine hands the same work to a compiled
+loop over NumPy views of the tensors (``.numpy()`` of a CPU tensor copies nothing), which never
+runs on another device.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from conftest import make_ar_crystal
 from ase_mlmd.md.forcefield import ForceField
 from ase_mlmd.md.integrators import make_integrator
 from ase_mlmd.md.state import MDState
+from ase_mlmd.models import pair, species_pair
 from ase_mlmd.models.pair import LennardJones, Morse
 from ase_mlmd.models.species_pair import SpeciesPairPotential
 
@@ -81,6 +85,10 @@ def _models() -> dict[str, torch.nn.Module]:
 @pytest.mark.parametrize("name", list(_models()))
 def test_a_step_without_rebuild_makes_one_sync(monkeypatch, name, ensemble):
     forcefield = ForceField(_models()[name], skin=0.6)
+    # the torch form (the GPU's path): no compiled loop in the engine nor in the models
+    monkeypatch.setattr(forcefield, "_kernel_table", lambda state: None)
+    monkeypatch.setattr(pair, "kernel_applies", lambda batch: False)
+    monkeypatch.setattr(species_pair, "kernel_applies", lambda batch: False)
     integrator = make_integrator(ensemble, forcefield, 10.0, temperature_K=300.0)
     state = integrator.init(_state())
     counter = SyncCounter()
