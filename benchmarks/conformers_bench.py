@@ -201,6 +201,16 @@ def main(argv: list[str] | None = None) -> None:
         default="xtb",
         help="xtb: ETKDG and ETKDG + GFN2-xTB; ml: ETKDG + --ml-card; confvae: --confvae-model",
     )
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="compute nothing: summarise the cached rows (molecules not done are left out)",
+    )
+    p.add_argument(
+        "--common",
+        action="store_true",
+        help="summarise only the molecules every method has a row for (side-by-side subsets)",
+    )
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     out = Path(args.out)
@@ -220,13 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     xtb = reference_calculator("gfn2-xtb")
     ml_calc = ml_name = None
     if args.ml_card:
-        from ase_mlmd.calculators.registry import load_calculator
+        from ase_mlmd.calculators.registry import find_card, load_calculator
 
         ml_calc = load_calculator(args.ml_card)
-        ml_name = Path(args.ml_card).stem
+        ml_name = find_card(args.ml_card).name
     bar = progress_bar(total=len(ids), initial=len(done & set(ids)), desc="bench", unit="mol")
     for mol_id in ids:
-        if mol_id in done:
+        if mol_id in done or args.summarize_only:
             continue
         new = bench_molecule(
             mol_id, refs[mol_id], args.group, xtb, ml_calc, ml_name, args.confvae_model
@@ -240,6 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.shard:
         return None  # the shard's rows are cached; a run without --shard summarises
     rows = [r for r in rows if r["id"] in set(ids) and r["method"] is not None]
+    if args.common:
+        by_method: dict[str, set] = {}
+        for r in rows:
+            by_method.setdefault(r["method"], set()).add(r["id"])
+        ids = sorted(set.intersection(*by_method.values()))
+        rows = [r for r in rows if r["id"] in set(ids)]
     names = ["cov_r", "mat_r", "cov_p", "mat_p", "e_min", "e_median", "wall_s", "broken"]
     names += ["n_broken", "ml_to_xtb_rmsd"]
     names += ["bond_off", "bond_worst"]
