@@ -32,8 +32,11 @@ from ase_mlmd.data.reference import reference_calculator
 from ase_mlmd.errors import ConformerRequestError
 
 VOCAB = ["C", "H", "N", "O"]
-#: the shipped ConfVAE card (trained on GFN2-xTB FreeSolv conformers; H C N O ... elements)
-CARD = Path(__file__).resolve().parents[2] / "benchmarks/confvae_runs/confvae-freesolv/card.toml"
+#: the shipped ConfVAE card (trained on GFN2-xTB FreeSolv conformers, weighted DG)
+RUNS = Path(__file__).resolve().parents[2] / "benchmarks/confvae_runs"
+CARD = RUNS / "confvae-freesolv/card.toml"
+#: the first FreeSolv card (trained with the plain stress; its card has no dg_weights)
+CARD_V1 = RUNS / "confvae-freesolv-v1/card.toml"
 
 
 def etkdg(smiles: str, seed: int = 7):
@@ -127,9 +130,9 @@ def test_gradient_through_weighted_inner_steps_matches_finite_differences():
 def test_card_without_weights_loads_unweighted_and_new_default_is_weighted():
     from ase_mlmd.calculators.cards import read_card
 
-    model = load_confvae(CARD)
-    stored = read_card(CARD).parameters.get("dg_weights")
-    assert model.settings.dg_weights == (stored if stored is not None else [1.0])
+    assert "dg_weights" not in read_card(CARD_V1).parameters
+    assert load_confvae(CARD_V1).settings.dg_weights == [1.0]
+    assert load_confvae(CARD).settings.dg_weights == read_card(CARD).parameters["dg_weights"]
     assert ConfVAETrainConfig().dg_weights == list(DG_WEIGHTS)
 
 
