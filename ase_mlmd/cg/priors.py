@@ -18,6 +18,7 @@ The result is a :class:`~ase_mlmd.models.bonded.BondedPrior` (eV, Å, radians).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,10 @@ class PriorSettings:
         exclusion: repulsion acts between beads more than this many bonds apart.
         bins: histogram bins for bonds/angles (over the observed range) and dihedrals (2π).
         min_count: bins with fewer samples are left out of the fits.
+        skip_unfittable_angles: leave out of the prior (with a warning; the network carries
+            them) the bond angles whose Boltzmann-inverted profile has no harmonic minimum,
+            e.g. an angle at a hub bead that turns with a backbone dihedral; otherwise such an
+            angle is an error naming it.
     """
 
     terms: tuple[str, ...] = ("bonds", "angles", "repulsion")
@@ -53,6 +58,7 @@ class PriorSettings:
     exclusion: int = 3
     bins: int = 60
     min_count: int = 5
+    skip_unfittable_angles: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.terms) - set(TERMS))
@@ -186,9 +192,17 @@ def fit_priors(
         summary["bonds"] = {"k_eV_per_A2": list(k), "r0_A": list(r0)}
     if "angles" in settings.terms and len(topology.angles):
         th = compute_bond_angles(positions, topology.angles)
-        k, t0 = _fit_each_harmonic("angle", topology.angles, th, kT, "sin", fit)
-        kwargs.update(angles=topology.angles, angle_k=k, angle_theta0=t0)
-        summary["angles"] = {"k_eV_per_rad2": list(k), "theta0_rad": list(t0)}
+        angles, dropped = topology.angles, []
+        if settings.skip_unfittable_angles:
+            fittable = _fittable_angles(topology.angles, th, kT, fit)
+            angles, th = topology.angles[fittable], th[:, fittable]
+            dropped = topology.angles[~fittable].tolist()
+        if len(angles):
+            k, t0 = _fit_each_harmonic("angle", angles, th, kT, "sin", fit)
+            kwargs.update(angles=angles, angle_k=k, angle_theta0=t0)
+            summary["angles"] = {"k_eV_per_rad2": list(k), "theta0_rad": list(t0)}
+        if dropped:
+            summary.setdefault("angles", {})["left_out"] = dropped
     if "dihedrals" in settings.terms and len(topology.dihedrals):
         phi = compute_dihedral_angles(positions, topology.dihedrals)
         coefs = [_named(fit_fourier, "dihedral", topology.dihedrals[d], phi[:, d], kT,
@@ -216,11 +230,34 @@ def _named(fit, term: str, beads: np.ndarray, *args, **kwargs):
     try:
         return fit(*args, **kwargs)
     except DataFormatError as err:
+        only = (
+            ", or leave out only such angles (cg fit --skip-unfittable-angles; "
+            "PriorSettings(skip_unfittable_angles=True))"
+            if term == "angle"
+            else ""
+        )
         raise DataFormatError(
             f"{term} prior of beads {tuple(int(b) for b in beads)}: {err} (too few or too "
             f"broadly spread frames for Boltzmann inversion: use more frames, or leave the "
-            f"{term}s out of the prior terms)"
+            f"{term}s out of the prior terms{only})"
         ) from err
+
+
+def _fittable_angles(angles: np.ndarray, theta: np.ndarray, kT: float, fit: dict) -> np.ndarray:
+    """(n_angles,) bool: the angles (rows of ``angles``, samples in the columns of ``theta``)
+    whose profile has a harmonic fit; a warning names each of the others."""
+    fittable = np.ones(len(angles), dtype=bool)
+    for t, angle in enumerate(angles):
+        try:
+            fit_harmonic(theta[:, t], kT, "sin", **fit)
+        except DataFormatError as err:
+            fittable[t] = False
+            warnings.warn(
+                f"angle prior of beads {tuple(int(b) for b in angle)} left out ({err}); the "
+                "network carries that angle",
+                stacklevel=3,
+            )
+    return fittable
 
 
 def _fit_each_harmonic(

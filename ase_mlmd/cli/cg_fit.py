@@ -54,6 +54,9 @@ def add_subcommands(sub) -> None:
     add("--temperature", type=float, default=pr.temperature_K, help="K, of the data (300)")
     add("--exclusion", type=int, default=pr.exclusion, help="repulsion beyond N bonds (3)")
     add("--harmonics", type=int, default=pr.n_harmonics, help="Fourier terms per dihedral (3)")
+    add("--skip-unfittable-angles", action="store_true",
+        help="leave out of the prior (with a warning) bond angles whose Boltzmann-inverted "
+        "profile has no harmonic minimum; the network carries them")  # fmt: skip
     add("--split", default="time:0.7,0.1,0.2",
         help="train,val,test fractions or counts; 'time:' = time-ordered blocks "
         "(default time:0.7,0.1,0.2: the last 20%% are the test set)")  # fmt: skip
@@ -139,6 +142,7 @@ def run_fit(args) -> None:
             temperature_K=args.temperature,
             n_harmonics=args.harmonics,
             exclusion=args.exclusion,
+            skip_unfittable_angles=args.skip_unfittable_angles,
         )
         hyper = parse_parameters(args.hyper)
         if "lipschitz" in hyper and not (
