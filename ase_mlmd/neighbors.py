@@ -58,30 +58,17 @@ def system_neighbors(
         cell: (3, 3) cell, rows are lattice vectors, Å (ignored along non-periodic axes).
         pbc: (3,) periodic flags.
         cutoff: pair cutoff, Å.
-        full_list: every pair both ways; False: each pair once (the compiled cell list of
-            :mod:`ase_mlmd.cell_list` for large periodic cells on the CPU, else vesin's half
-            list).
+        full_list: every pair both ways; False: each pair once (for NumPy input and a large
+            periodic cell the compiled cell list of :mod:`ase_mlmd.cell_list`, else vesin's
+            half list).
 
     Returns:
         ``edge_index`` (2, E) int64 with rows (centre i, neighbor j) and ``cell_shifts`` (E, 3)
         integer image shifts such that ``r_ij = x_j - x_i + shifts @ cell``. numpy in, numpy
         out; torch in, torch out on the same device.
     """
-    if not full_list and not (
-        isinstance(positions, torch.Tensor) and positions.device.type != "cpu"
-    ):
-        box = np.asarray(torch.as_tensor(cell).detach().cpu(), dtype=np.float64)
-        bins = cell_bins(box, np.asarray(torch.as_tensor(pbc).cpu()), cutoff)
-        if bins is not None:  # a large periodic cell: the compiled cell list
-            pos = torch.as_tensor(positions).detach().cpu().to(torch.float64).numpy()
-            i, j, shifts = half_cell_list(pos, box, cutoff, bins)
-            edge_index = np.empty((2, len(i)), dtype=np.int64)
-            edge_index[0], edge_index[1] = i, j
-            if isinstance(positions, torch.Tensor):
-                return torch.from_numpy(edge_index), torch.from_numpy(shifts)
-            return edge_index, shifts
-    nl = _vesin(cutoff, full_list)
     if isinstance(positions, torch.Tensor):
+        nl = _vesin(cutoff, full_list)
         pos = positions.detach().to(torch.float64)
         box = torch.as_tensor(cell).detach().to(device=pos.device, dtype=torch.float64)
         periodic = torch.as_tensor(pbc, dtype=torch.bool, device=pos.device)
@@ -90,10 +77,15 @@ def system_neighbors(
         return edge_index, shifts.to(torch.int64)
     pos = np.ascontiguousarray(positions, dtype=np.float64)
     box = np.ascontiguousarray(cell, dtype=np.float64)
-    i, j, shifts = nl.compute(pos, box, np.asarray(pbc, dtype=bool), "ijS")
+    periodic = np.asarray(pbc, dtype=bool)
+    bins = None if full_list else cell_bins(box, periodic, cutoff)
+    if bins is not None:  # a half list of a large periodic cell: the compiled cell list
+        i, j, shifts = half_cell_list(pos, box, cutoff, bins)
+    else:
+        i, j, shifts = _vesin(cutoff, full_list).compute(pos, box, periodic, "ijS")
     edge_index = np.empty((2, len(i)), dtype=np.int64)
     edge_index[0], edge_index[1] = i, j
-    return edge_index, shifts.astype(np.int64)
+    return edge_index, shifts.astype(np.int64, copy=False)
 
 
 def _all_pairs_neighbors(

@@ -25,7 +25,8 @@ gives φ and φ' zero beyond the cutoff: no autograd graph, no filtering, and no
 synchronisation between rebuilds except the rebuild decision itself (one per call). On the CPU,
 a potential with a row in the compiled pair loop (:mod:`ase_mlmd.models.pair_kernel`: Lennard-
 Jones, Morse, Yukawa, soft sphere and species-pair mixtures of them) is evaluated by that loop,
-on vesin's half list as built (no filtering, sorting or Cartesian shifts at the rebuild).
+on the half list as built (the compiled cell list for large periodic cells, else vesin's; no
+filtering, sorting or Cartesian shifts at the rebuild).
 """
 
 from __future__ import annotations
@@ -206,20 +207,17 @@ class ForceField:
             self._build_half(state, compiled)
         half = self._half
         model_dtype = self.model.dtype
-        positions = state.positions.detach()
-        cell = state.cell.detach()
-        shift_vectors = half.shift_vectors
-        if model_dtype != state.dtype:
-            positions = positions.to(model_dtype)
-            cell = cell.to(model_dtype)
-            if not compiled:
-                shift_vectors = shift_vectors.t().to(model_dtype).t()
+        positions = state.positions.detach().to(model_dtype)
+        cell = state.cell.detach().to(model_dtype)
         if compiled:
             out = kernel_evaluate(
                 table, positions, state.numbers, cell, state.system_idx, state.n_systems,
                 half.pairs, half_list=True,
             )  # fmt: skip
         else:
+            shift_vectors = half.shift_vectors
+            if model_dtype != state.dtype:
+                shift_vectors = shift_vectors.t().to(model_dtype).t()
             batch = AtomsBatch(
                 positions, state.numbers, cell, state.pbc, state.system_idx, half.edge_index,
                 half.shifts,

@@ -30,6 +30,7 @@ that loop (spline tables), as torch operations.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -61,6 +62,25 @@ def smoothstep_switch(r: torch.Tensor, r_on: float, r_cut: float) -> torch.Tenso
     """Quintic switching S(r): 1 for r ≤ r_on, 0 for r ≥ r_cut, C² in between."""
     s = ((r_cut - r) / (r_cut - r_on)).clamp(0.0, 1.0)
     return s**3 * (10.0 - 15.0 * s + 6.0 * s**2)
+
+
+@functools.cache
+def _owner(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO that defines ``name`` (asked on every MD step: cached)."""
+    return next(k for k in cls.__mro__ if name in k.__dict__)
+
+
+@functools.cache
+def _direct_forces(cls: type) -> bool:
+    """:attr:`PairPotential.direct_forces` of a class (it depends on the class only)."""
+    derivative = _owner(cls, "pair_derivative")
+    return (
+        derivative is not PairPotential
+        and derivative is _owner(cls, "pair_energy")
+        and _owner(cls, "pair_terms") in (PairPotential, derivative)
+        and _owner(cls, "forward") is PairPotential
+        and _owner(cls, "cut_pair_energy") is PairPotential
+    )
 
 
 class PairPotential(EnergyModel):
@@ -122,19 +142,7 @@ class PairPotential(EnergyModel):
         subclass that changes φ without φ' keeps autograd) and nothing changes how φ becomes
         the energy (``forward``, ``cut_pair_energy``): the direct path would ignore that.
         """
-        cls = type(self)
-
-        def owner(name: str) -> type:
-            return next(k for k in cls.__mro__ if name in k.__dict__)
-
-        derivative = owner("pair_derivative")
-        return (
-            derivative is not PairPotential
-            and derivative is owner("pair_energy")
-            and owner("pair_terms") in (PairPotential, derivative)
-            and owner("forward") is PairPotential
-            and owner("cut_pair_energy") is PairPotential
-        )
+        return _direct_forces(type(self))
 
     def _kernel_params(self) -> tuple[int, tuple[float, ...]] | None:
         """(kind, parameters) of this potential for the compiled pair loop, or None."""
@@ -145,11 +153,9 @@ class PairPotential(EnergyModel):
         (:func:`~ase_mlmd.models.pair_kernel.kernel_row`), or None when it has none: no
         analytic derivative, or a subclass that changes φ (its row would be its parent's)."""
         cls = type(self)
-
-        def owner(name: str) -> type:
-            return next(k for k in cls.__mro__ if name in k.__dict__)
-
-        if not self.direct_forces or owner("_kernel_params") is not owner("pair_derivative"):
+        if not self.direct_forces:
+            return None
+        if _owner(cls, "_kernel_params") is not _owner(cls, "pair_derivative"):
             return None
         spec = self._kernel_params()
         if spec is None:

@@ -125,6 +125,7 @@ class SpeciesPairPotential(EnergyModel):
             lookup[a, b] = lookup[b, a] = k
         self.register_buffer("pair_lookup", lookup, persistent=False)
         self._dtype = self.potentials[0]._dtype
+        self._kernel_layout: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def pair_labels(self) -> list[str]:
@@ -209,13 +210,15 @@ class SpeciesPairPotential(EnergyModel):
         rows = [p.kernel_row() for p in self.potentials]
         if any(row is None for row in rows):
             return None
-        species = sorted({z for pair in self.pairs for z in pair})
-        species_of = np.zeros(119, dtype=np.int64)
-        species_of[species] = np.arange(len(species))
-        row_of = np.zeros((len(species), len(species)), dtype=np.int64)
-        for k, (a, b) in enumerate(self.pairs):
-            row_of[species_of[a], species_of[b]] = row_of[species_of[b], species_of[a]] = k
-        return KernelTable(np.stack(rows), species_of, row_of)
+        if self._kernel_layout is None:  # the pairs are fixed: element -> species -> row once
+            species = sorted({z for pair in self.pairs for z in pair})
+            species_of = np.zeros(119, dtype=np.int64)
+            species_of[species] = np.arange(len(species))
+            row_of = np.zeros((len(species), len(species)), dtype=np.int64)
+            for k, (a, b) in enumerate(self.pairs):
+                row_of[species_of[a], species_of[b]] = row_of[species_of[b], species_of[a]] = k
+            self._kernel_layout = (species_of, row_of)
+        return KernelTable(np.stack(rows), *self._kernel_layout)
 
     def extra_repr(self) -> str:
         return f"pairs={self.pair_labels}, cutoff={self.cutoff}"
