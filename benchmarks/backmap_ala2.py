@@ -134,13 +134,19 @@ def run_one(scheme: str, n: int, frames, args) -> dict:
     models = Path(args.models) / f"{scheme}_{n}"
     models.mkdir(parents=True, exist_ok=True)
     mapping.to_json(models / "map.json")
-    hyper = CGVAEHyper(features=args.features, beta=args.beta, gamma=args.gamma)
-    config = BackmapTrainConfig(hyper=hyper, centre="geometry", max_time=args.max_time,
-                                batch_size=args.batch_size, lr=args.lr, seed=args.seed)  # fmt: skip
+    hyper = CGVAEHyper(features=args.features, beta=args.beta, gamma=args.gamma,
+                       delta=args.delta, clash_factor=args.clash_factor,
+                       sample_terms=args.sample_terms, gamma_angle=args.gamma_angle)  # fmt: skip
+    config = BackmapTrainConfig(hyper=hyper, centre="geometry", max_time=args.max_time or None,
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                max_epochs=args.max_epochs,
+                                early_stop_patience=args.early_stop_patience)  # fmt: skip
     result = train_backmapper(frames, mapping, models, config,
                               progress=False, command="benchmarks/backmap_ala2.py")  # fmt: skip
     row = {
-        "scheme": scheme, "n_beads": n, "seed": args.seed, "max_time_s": args.max_time, **info,
+        "scheme": scheme, "n_beads": n, "seed": args.seed, "max_time_s": args.max_time,
+        "max_epochs": args.max_epochs, "delta": args.delta, "clash_factor": args.clash_factor,
+        "sample_terms": args.sample_terms, "gamma_angle": args.gamma_angle, **info,
         "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
                   "wall_time_s": result.wall_time_s, "stop_reason": result.stop_reason},
         **score(result.backmapper, mapping, frames, split, args.samples),
@@ -243,12 +249,20 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--beads", default=",".join(map(str, BEADS)))
     parser.add_argument("--schemes", default="girvan-newman,learned")
-    parser.add_argument("--max-time", type=float, default=240.0, help="CGVAE training, s")
+    parser.add_argument("--max-time", type=float, default=240.0,
+                        help="CGVAE training, s (0: no time limit)")  # fmt: skip
+    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--early-stop-patience", type=int, default=15)
+    parser.add_argument("--delta", type=float, default=0.0, help="steric penalty weight")
+    parser.add_argument("--clash-factor", type=float, default=0.8, help="its onset")
+    parser.add_argument("--sample-terms", action="store_true",
+                        help="bond and steric terms also on a prior sample")  # fmt: skip
     parser.add_argument("--autograin-time", type=float, default=60.0)
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--beta", type=float, default=0.01)
     parser.add_argument("--gamma", type=float, default=1.0)
+    parser.add_argument("--gamma-angle", type=float, default=0.0, help="1-3 distance MSE weight")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0, help="CGVAE seed (init, batches, noise)")

@@ -14,7 +14,14 @@ For one molecule with ``N`` atoms and a mapping of ``n`` beads (weights ``W``, a
   ``k_i`` invariant coefficients from the bead's features and a learned atom embedding), and
   ``x_i = X_{a(i)} + d_i − Σ_j W_{a(i)j} d_j``: re-centred per bead, so that ``W x = X``
   exactly (the CG input is reproduced whatever the network outputs);
-- loss = MSE(x̂, x) (Å² per atom) + β KL(q ‖ p) (nats per bead) + γ MSE of bond lengths (Å²).
+- loss = MSE(x̂, x) (Å² per atom) + β KL(q ‖ p) (nats per bead) + γ MSE of bond lengths (Å²)
+  + γ_angle MSE of 1–3 distances (Å², off by default)
+  + δ steric penalty (Å², off by default: CGVAE's loss has none): for every pair of atoms more
+  than 3 bonds apart, ``relu(f (r_vdW,i + r_vdW,j) − d)²`` summed over pairs and averaged over
+  structures, with ``f = clash_factor`` (0.8: the clash rule of the metrics, METRICS §4), as
+  the steric loss of later backmapping models (GenZProt). With ``sample_terms`` the bond, 1–3 and
+  steric terms also judge one structure decoded from a draw of the prior p(z | X) per frame
+  (what ``sample`` returns), not only the reconstruction.
 
 Rotating the CG input rotates every sample (same seed); translating it translates them.
 """
@@ -48,6 +55,14 @@ class CGVAEHyper:
         encoder_layers, prior_layers, decoder_layers: message-passing layers of each network.
         n_rbf: radial basis functions; cutoff: interaction cutoff, Å (all pairs inside it).
         beta: weight of the KL term; gamma: weight of the bond-length MSE.
+        delta: weight of the steric penalty (0: none, CGVAE's loss); clash_factor: its onset
+            as a fraction of the sum of van der Waals radii.
+        gamma_angle: weight of the MSE of 1–3 distances (the two ends of every bond angle),
+            Å² (0: none, CGVAE's loss); a collapsed angle makes a bond the graph lacks.
+        sample_terms: apply the bond (γ), 1–3 (``gamma_angle``) and steric (δ) terms also
+            to one structure decoded from a draw of the prior p(z | X), not only to the
+            reconstruction (False: CGVAE's loss), so that what ``sample`` returns is trained
+            on them too.
     """
 
     features: int = 32
@@ -59,6 +74,10 @@ class CGVAEHyper:
     cutoff: float = 12.0
     beta: float = 0.01
     gamma: float = 1.0
+    delta: float = 0.0
+    clash_factor: float = 0.8
+    sample_terms: bool = False
+    gamma_angle: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CGVAEHyper:
@@ -71,8 +90,10 @@ class CGVAEHyper:
         for name in ("features", "latent", "n_rbf", "decoder_layers"):
             if int(getattr(hyper, name)) < 1:
                 raise ValueError(f"CGVAE setting {name} must be ≥ 1, got {getattr(hyper, name)}")
-        if hyper.cutoff <= 0 or hyper.beta < 0 or hyper.gamma < 0:
-            raise ValueError("CGVAE cutoff must be > 0 and beta, gamma ≥ 0")
+        if hyper.cutoff <= 0 or min(hyper.beta, hyper.gamma, hyper.delta, hyper.gamma_angle) < 0:
+            raise ValueError("CGVAE cutoff must be > 0 and beta, gamma, gamma_angle, delta ≥ 0")
+        if not 0 < hyper.clash_factor <= 2:
+            raise ValueError(f"CGVAE clash_factor must be in (0, 2], got {hyper.clash_factor}")
         return hyper
 
 
@@ -81,7 +102,8 @@ class CGVAE(nn.Module):
 
     Args:
         weights: (n, N) mapping weights; assignment: (N,) bead of each atom;
-        bonds: (n_bonds, 2) atom pairs of the bond graph; hyper: :class:`CGVAEHyper`.
+        bonds: (n_bonds, 2) atom pairs of the bond graph; hyper: :class:`CGVAEHyper`;
+        numbers: (N,) atomic numbers (needed for the steric penalty, ``hyper.delta > 0``).
     """
 
     def __init__(
@@ -91,6 +113,7 @@ class CGVAE(nn.Module):
         bonds: np.ndarray,
         hyper: CGVAEHyper | None = None,
         seed: int = 0,
+        numbers: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         hyper = hyper or CGVAEHyper()
@@ -104,6 +127,17 @@ class CGVAE(nn.Module):
             "assignment", torch.as_tensor(np.asarray(assignment), dtype=torch.long)
         )
         self.register_buffer("bonds", torch.as_tensor(np.reshape(bonds, (-1, 2)), dtype=torch.long))
+        pairs, limits = steric_pairs(self.n_atoms, bonds, numbers, hyper)
+        self.register_buffer("steric_pairs", pairs, persistent=False)  # not in the weights
+        self.register_buffer("steric_limits", limits, persistent=False)
+        ends = np.zeros((0, 2), dtype=int)
+        if hyper.gamma_angle > 0:
+            from ase_mlmd.backmap.metrics import angle_triples
+
+            ends = angle_triples(bonds)[:, [0, 2]]
+        self.register_buffer(
+            "angle_ends", torch.as_tensor(ends, dtype=torch.long), persistent=False
+        )
         self.atom_embedding = nn.Embedding(n_atoms, f)
         self.encoder_beads = nn.Embedding(n_beads, f)
         self.prior_beads = nn.Embedding(n_beads, f)
@@ -167,9 +201,11 @@ class CGVAE(nn.Module):
         generator: torch.Generator | None = None,
         deterministic: bool = False,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of a batch cg (B, n, 3), aa (B, N, 3): MSE + β KL + γ bond MSE, and its parts
-        (``mse`` Å² per atom, ``kl`` nats per bead, ``bond`` Å²). The latent is drawn from
-        q(z | x, X) with ``generator``, or is its mean when ``deterministic``."""
+        """Loss of a batch cg (B, n, 3), aa (B, N, 3): MSE + β KL + γ bond MSE (+ δ steric
+        penalty), and its parts (``mse`` Å² per atom, ``kl`` nats per bead, ``bond`` Å², and
+        ``clash`` Å² per structure when δ > 0). The latent is drawn from
+        q(z | x, X) (and, with ``sample_terms``, from p(z | X)) with ``generator``, or is the
+        mean when ``deterministic``."""
         mu_q, logvar_q = self.encode(cg, aa)
         mu_p, logvar_p = self.prior_of(cg)
         z = mu_q
@@ -179,9 +215,29 @@ class CGVAE(nn.Module):
         x = self.decode(cg, z)
         mse = ((x - aa) ** 2).sum(-1).mean()
         kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean()
-        bond = ((bond_lengths(x, self.bonds) - bond_lengths(aa, self.bonds)) ** 2).mean()
+        decoded = [x]
+        if self.hyper.sample_terms:  # also a structure decoded from a draw of the prior
+            z_p = mu_p
+            if not deterministic:
+                eps = torch.randn(mu_p.shape, generator=generator, dtype=mu_p.dtype)
+                z_p = mu_p + torch.exp(0.5 * logvar_p) * eps
+            decoded.append(self.decode(cg, z_p))
+        ref_bonds = bond_lengths(aa, self.bonds)
+        bond = torch.stack([((bond_lengths(y, self.bonds) - ref_bonds) ** 2).mean()
+                            for y in decoded]).mean()  # fmt: skip
         total = mse + self.hyper.beta * kl + self.hyper.gamma * bond
         parts = {"mse": mse.detach(), "kl": kl.detach(), "bond": bond.detach()}
+        if self.hyper.gamma_angle > 0:
+            ref_ends = bond_lengths(aa, self.angle_ends)
+            angle = torch.stack([((bond_lengths(y, self.angle_ends) - ref_ends) ** 2).mean()
+                                 for y in decoded]).mean()  # fmt: skip
+            total = total + self.hyper.gamma_angle * angle
+            parts["angle"] = angle.detach()
+        if self.hyper.delta > 0:
+            both = torch.cat(decoded)
+            clash = steric_penalty(both, self.steric_pairs, self.steric_limits).mean()
+            total = total + self.hyper.delta * clash
+            parts["clash"] = clash.detach()
         return total, {k: float(v) for k, v in parts.items()}
 
 
@@ -191,6 +247,44 @@ def bond_lengths(x: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], 0)
     delta = x[:, bonds[:, 0]] - x[:, bonds[:, 1]]
     return torch.sqrt((delta * delta).sum(-1) + 1e-12)
+
+
+def steric_pairs(
+    n_atoms: int, bonds: np.ndarray, numbers: np.ndarray | None, hyper: CGVAEHyper
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The atom pairs (P, 2) more than 3 bonds apart and their onsets (P,) Å,
+    ``clash_factor`` × (r_vdW,i + r_vdW,j) (``ase.data.vdw_radii``, as the clash metric);
+    empty when ``hyper.delta`` is 0.
+
+    Raises:
+        ValueError: ``delta > 0`` without atomic numbers, or an element without a vdW radius.
+    """
+    if hyper.delta == 0:
+        return torch.zeros((0, 2), dtype=torch.long), torch.zeros(0)
+    from ase.data import vdw_radii
+
+    from ase_mlmd.backmap.metrics import CLASH_MIN_SEPARATION, bond_separation
+
+    if numbers is None:
+        raise ValueError("the CGVAE steric penalty (delta > 0) needs the atomic numbers")
+    radii = vdw_radii[np.asarray(numbers, dtype=int)]
+    if np.isnan(radii).any():
+        raise ValueError("the CGVAE steric penalty needs a van der Waals radius for every "
+                         "element; set delta to 0 for this molecule")  # fmt: skip
+    far = np.triu(bond_separation(n_atoms, bonds) > CLASH_MIN_SEPARATION, 1)
+    i, j = np.nonzero(far)
+    limits = hyper.clash_factor * (radii[i] + radii[j])
+    return (torch.as_tensor(np.stack([i, j], 1), dtype=torch.long),
+            torch.as_tensor(limits, dtype=torch.float32))  # fmt: skip
+
+
+def steric_penalty(x: torch.Tensor, pairs: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+    """(B,) ``Σ_pairs relu(limit − d)²`` (Å²) of positions x (B, N, 3) Å."""
+    if len(pairs) == 0:
+        return x.new_zeros(x.shape[0])
+    delta = x[:, pairs[:, 0]] - x[:, pairs[:, 1]]
+    d = torch.sqrt((delta * delta).sum(-1) + 1e-12)
+    return torch.relu(limits.to(x.dtype) - d).square().sum(-1)
 
 
 class CGVAEBackmapper:
@@ -213,7 +307,8 @@ class CGVAEBackmapper:
         """An untrained backmapper for ``mapping``."""
         weights = mapping.weights
         weights = np.asarray(weights.todense()) if hasattr(weights, "todense") else weights
-        model = CGVAE(weights, assignment_of(mapping), mapping.bonds, hyper, seed=seed)
+        model = CGVAE(weights, assignment_of(mapping), mapping.bonds, hyper, seed=seed,
+                      numbers=mapping.numbers)  # fmt: skip
         return cls(model, mapping)
 
     @property

@@ -54,7 +54,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.csv"
 SPLIT_FILE = "split.json"
 LOG_COLUMNS = ("epoch", "wall_time_s", "lr", "train_loss", "val_loss", "val_mse_A2", "val_kl",
-               "val_bond_A2")  # fmt: skip
+               "val_bond_A2", "val_angle_A2", "val_clash_A2")  # fmt: skip
 #: settings that may change between a run and its resumption
 RESUMABLE = ("max_epochs", "max_time", "early_stop_patience", "checkpoint_every_batches")
 
@@ -126,6 +126,12 @@ class BackmapTrainResult:
 
 def _fingerprint(config: BackmapTrainConfig, pairs: BackmapPairs, split: dict) -> dict[str, str]:
     settings = {k: v for k, v in config.as_dict().items() if k not in RESUMABLE}
+    hyper = settings["hyper"]
+    new = {"delta": 0.0, "clash_factor": CGVAEHyper.clash_factor, "sample_terms": False,
+           "gamma_angle": 0.0}  # fmt: skip
+    if all(hyper.get(k) == v for k, v in new.items()):
+        for key in new:  # checkpoints from before these settings resume
+            del hyper[key]
     digest = hashlib.sha256(np.ascontiguousarray(pairs.aa).tobytes())
     digest.update(np.ascontiguousarray(pairs.cg).tobytes())
     fingerprint = {k: json.dumps(v, sort_keys=True) for k, v in settings.items()}
@@ -146,8 +152,9 @@ def _tensors(pairs: BackmapPairs, indices: Sequence[int]) -> tuple[torch.Tensor,
 @torch.no_grad()
 def evaluate_loss(model, cg: torch.Tensor, aa: torch.Tensor, batch: int = 256) -> dict[str, float]:
     """Loss parts over a set with the posterior mean as latent (deterministic): ``loss``,
-    ``mse`` (Å² per atom), ``kl`` (nats per bead), ``bond`` (Å²)."""
-    totals = {"loss": 0.0, "mse": 0.0, "kl": 0.0, "bond": 0.0}
+    ``mse`` (Å² per atom), ``kl`` (nats per bead), ``bond`` (Å²), ``angle`` (Å², 1–3
+    distances) and ``clash`` (Å² per structure), 0 for terms the model does not have."""
+    totals = {"loss": 0.0, "mse": 0.0, "kl": 0.0, "bond": 0.0, "angle": 0.0, "clash": 0.0}
     for start in range(0, len(cg), batch):
         part = slice(start, start + batch)
         loss, parts = model.loss(cg[part], aa[part], deterministic=True)
@@ -326,6 +333,7 @@ class _Loop:
                 "epoch": run.epoch, "wall_time_s": round(self.elapsed(), 3), "lr": lr,
                 "train_loss": run.loss_sum / run.loss_count, "val_loss": val["loss"],
                 "val_mse_A2": val["mse"], "val_kl": val["kl"], "val_bond_A2": val["bond"],
+                "val_angle_A2": val["angle"], "val_clash_A2": val["clash"],
             })  # fmt: skip
             _write_log(self.checkpoint.parent / LOG_FILE, run.history)
         elif run.best is None:
@@ -336,7 +344,7 @@ class _Loop:
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
-    rows = [",".join(str(row[c]) for c in LOG_COLUMNS) for row in history]
+    rows = [",".join(str(row.get(c, "")) for c in LOG_COLUMNS) for row in history]
     atomic_write_text(path, "\n".join([",".join(LOG_COLUMNS), *rows]) + "\n")
 
 

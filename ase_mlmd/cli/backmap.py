@@ -89,6 +89,28 @@ def add_subcommands(sub) -> None:
     add("--latent", type=int, default=h.latent, help=f"latent size per bead ({h.latent})")
     add("--beta", type=float, default=h.beta, help=f"KL weight (default {h.beta})")
     add("--gamma", type=float, default=h.gamma, help=f"bond-length MSE weight ({h.gamma})")
+    add(
+        "--gamma-angle",
+        type=float,
+        default=h.gamma_angle,
+        help=f"MSE weight of 1-3 distances (bond angles) ({h.gamma_angle}: CGVAE's loss)",
+    )
+    add("--delta", type=float, default=h.delta,
+        help=f"steric penalty weight: pairs > 3 bonds apart closer than --clash-factor × the "
+             f"sum of vdW radii (default {h.delta}: CGVAE's loss)")  # fmt: skip
+    add(
+        "--clash-factor",
+        type=float,
+        default=h.clash_factor,
+        help=f"onset of the steric penalty, fraction of the vdW sum ({h.clash_factor})",
+    )
+    add(
+        "--sample-terms",
+        action="store_true",
+        help="apply the bond (--gamma), 1-3 (--gamma-angle) and steric (--delta) terms also "
+        "to a structure decoded from a prior draw, not only to the reconstruction (default "
+        "off: CGVAE's loss)",
+    )
     add("--cutoff", type=float, default=h.cutoff, help=f"interaction cutoff, Å ({h.cutoff})")
     add("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     add("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
@@ -138,6 +160,10 @@ def run_train(args) -> None:
                 "latent": args.latent,
                 "beta": args.beta,
                 "gamma": args.gamma,
+                "delta": args.delta,
+                "clash_factor": args.clash_factor,
+                "sample_terms": args.sample_terms,
+                "gamma_angle": args.gamma_angle,
                 "cutoff": args.cutoff,
             }
         )
