@@ -17,18 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from backmap_ala2 import ANCHOR, BEADS, OUT
-
-
-def goals(row: dict) -> dict[str, bool]:
-    """The three 4a goals of one row (module docstring)."""
-    k = BEADS.index(row["n_beads"])
-    au, s, li = row["cgvae_autoencode"], row["cgvae_samples"], row["linear"]
-    return {
-        "rmsd": au["rmsd_heavy"] <= ANCHOR["cgvae"]["rmsd_heavy"][k],
-        "ged": s["ged_heavy"] <= ANCHOR["cgvae"]["ged_heavy"][k],
-        "clash": s["clash_ratio"] < li["clash_ratio"],
-    }
+from backmap_ala2 import ANCHOR, BEADS, OUT, goals
 
 
 def runs(root: Path = OUT) -> list[dict]:
