@@ -40,7 +40,7 @@ from scipy.spatial.transform import Rotation
 from ase_mlmd.backmap.card import load_backmapper
 from ase_mlmd.backmap.cgvae import CGVAEHyper
 from ase_mlmd.backmap.linear import LinearBackmapper
-from ase_mlmd.backmap.metrics import adjacency, backmap_metrics, clash_mask, subset_bonds
+from ase_mlmd.backmap.metrics import backmap_metrics, subset_bonds, valid_and_clashing
 from ase_mlmd.backmap.pairs import BackmapPairs
 from ase_mlmd.backmap.pulchra import PulchraBackmapper
 from ase_mlmd.backmap.train import BackmapTrainConfig, train_backmapper
@@ -188,8 +188,6 @@ ca = np.searchsorted(index, [int(m[0]) for m in top.members])
 moved = np.linalg.norm(x[:, ca] - np.stack([f.positions for f in ca_frames]), axis=-1)
 print(f"Cα moved by PULCHRA's trace optimisation: at most {moved.max():.2f} Å")
 numbers, bonds = top.numbers[index], subset_bonds(top.bonds, index, top.n_atoms)
-graph = np.zeros((len(index), len(index)), bool)
-graph[bonds[:, 0], bonds[:, 1]] = graph[bonds[:, 1], bonds[:, 0]] = True
-same = [np.array_equal(adjacency(p, numbers), graph) for p in x]
-print(f"heavy-atom bond graph as in the topology: {sum(same)} of {len(same)} frames; "
-      f"heavy-atom clash ratio {clash_mask(x, numbers, bonds).mean():.2f}")  # fmt: skip
+same, clashing = valid_and_clashing(x, numbers, bonds)
+print(f"heavy-atom bond graph as in the topology: {same.sum()} of {len(same)} frames; "
+      f"heavy-atom clash ratio {clashing.mean():.2f}")  # fmt: skip

@@ -39,8 +39,10 @@ from torch import nn
 
 from ase_mlmd.backmap.base import aa_atoms, check_cg_frames, check_n_samples
 from ase_mlmd.backmap.cgvae_layers import EquivariantLayer, EquivariantStack, gaussian_kl, mlp
+from ase_mlmd.backmap.metrics import angle_triples, clash_pairs
 from ase_mlmd.backmap.pairs import assignment_of
 from ase_mlmd.cg.mapping import CGMapping
+from ase_mlmd.errors import InvalidStructureError
 
 __all__ = ["CGVAE", "CGVAEBackmapper", "CGVAEHyper"]
 
@@ -130,11 +132,7 @@ class CGVAE(nn.Module):
         pairs, limits = steric_pairs(self.n_atoms, bonds, numbers, hyper)
         self.register_buffer("steric_pairs", pairs, persistent=False)  # not in the weights
         self.register_buffer("steric_limits", limits, persistent=False)
-        ends = np.zeros((0, 2), dtype=int)
-        if hyper.gamma_angle > 0:
-            from ase_mlmd.backmap.metrics import angle_triples
-
-            ends = angle_triples(bonds)[:, [0, 2]]
+        ends = angle_triples(bonds)[:, [0, 2]] if hyper.gamma_angle > 0 else np.zeros((0, 2))
         self.register_buffer(
             "angle_ends", torch.as_tensor(ends, dtype=torch.long), persistent=False
         )
@@ -208,29 +206,17 @@ class CGVAE(nn.Module):
         mean when ``deterministic``."""
         mu_q, logvar_q = self.encode(cg, aa)
         mu_p, logvar_p = self.prior_of(cg)
-        z = mu_q
-        if not deterministic:
-            eps = torch.randn(mu_q.shape, generator=generator, dtype=mu_q.dtype)
-            z = mu_q + torch.exp(0.5 * logvar_q) * eps
-        x = self.decode(cg, z)
+        x = self.decode(cg, draw(mu_q, logvar_q, generator, deterministic))
         mse = ((x - aa) ** 2).sum(-1).mean()
         kl = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean()
         decoded = [x]
         if self.hyper.sample_terms:  # also a structure decoded from a draw of the prior
-            z_p = mu_p
-            if not deterministic:
-                eps = torch.randn(mu_p.shape, generator=generator, dtype=mu_p.dtype)
-                z_p = mu_p + torch.exp(0.5 * logvar_p) * eps
-            decoded.append(self.decode(cg, z_p))
-        ref_bonds = bond_lengths(aa, self.bonds)
-        bond = torch.stack([((bond_lengths(y, self.bonds) - ref_bonds) ** 2).mean()
-                            for y in decoded]).mean()  # fmt: skip
+            decoded.append(self.decode(cg, draw(mu_p, logvar_p, generator, deterministic)))
+        bond = distance_mse(decoded, aa, self.bonds)
         total = mse + self.hyper.beta * kl + self.hyper.gamma * bond
         parts = {"mse": mse.detach(), "kl": kl.detach(), "bond": bond.detach()}
         if self.hyper.gamma_angle > 0:
-            ref_ends = bond_lengths(aa, self.angle_ends)
-            angle = torch.stack([((bond_lengths(y, self.angle_ends) - ref_ends) ** 2).mean()
-                                 for y in decoded]).mean()  # fmt: skip
+            angle = distance_mse(decoded, aa, self.angle_ends)
             total = total + self.hyper.gamma_angle * angle
             parts["angle"] = angle.detach()
         if self.hyper.delta > 0:
@@ -249,6 +235,29 @@ def bond_lengths(x: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((delta * delta).sum(-1) + 1e-12)
 
 
+def draw(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    generator: torch.Generator | None = None,
+    deterministic: bool = False,
+) -> torch.Tensor:
+    """A latent ``mu + exp(logvar / 2) ε`` with ε ~ N(0, 1) from ``generator`` (the global RNG
+    when None), or ``mu`` when ``deterministic``."""
+    if deterministic:
+        return mu
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def distance_mse(
+    decoded: list[torch.Tensor], aa: torch.Tensor, pairs: torch.Tensor
+) -> torch.Tensor:
+    """MSE (Å²) of the ``pairs`` distances of each structure batch in ``decoded`` (B, N, 3)
+    against those of ``aa``, averaged over the batches."""
+    ref = bond_lengths(aa, pairs)
+    return torch.stack([((bond_lengths(y, pairs) - ref) ** 2).mean() for y in decoded]).mean()
+
+
 def steric_pairs(
     n_atoms: int, bonds: np.ndarray, numbers: np.ndarray | None, hyper: CGVAEHyper
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,19 +270,14 @@ def steric_pairs(
     """
     if hyper.delta == 0:
         return torch.zeros((0, 2), dtype=torch.long), torch.zeros(0)
-    from ase.data import vdw_radii
-
-    from ase_mlmd.backmap.metrics import CLASH_MIN_SEPARATION, bond_separation
-
     if numbers is None:
         raise ValueError("the CGVAE steric penalty (delta > 0) needs the atomic numbers")
-    radii = vdw_radii[np.asarray(numbers, dtype=int)]
-    if np.isnan(radii).any():
-        raise ValueError("the CGVAE steric penalty needs a van der Waals radius for every "
-                         "element; set delta to 0 for this molecule")  # fmt: skip
-    far = np.triu(bond_separation(n_atoms, bonds) > CLASH_MIN_SEPARATION, 1)
-    i, j = np.nonzero(far)
-    limits = hyper.clash_factor * (radii[i] + radii[j])
+    try:
+        i, j, limits = clash_pairs(numbers, bonds, hyper.clash_factor)
+    except InvalidStructureError as err:
+        raise ValueError(
+            f"the CGVAE steric penalty: {err}; set delta to 0 for this molecule"
+        ) from None
     return (torch.as_tensor(np.stack([i, j], 1), dtype=torch.long),
             torch.as_tensor(limits, dtype=torch.float32))  # fmt: skip
 
@@ -282,9 +286,7 @@ def steric_penalty(x: torch.Tensor, pairs: torch.Tensor, limits: torch.Tensor) -
     """(B,) ``Σ_pairs relu(limit − d)²`` (Å²) of positions x (B, N, 3) Å."""
     if len(pairs) == 0:
         return x.new_zeros(x.shape[0])
-    delta = x[:, pairs[:, 0]] - x[:, pairs[:, 1]]
-    d = torch.sqrt((delta * delta).sum(-1) + 1e-12)
-    return torch.relu(limits.to(x.dtype) - d).square().sum(-1)
+    return torch.relu(limits.to(x.dtype) - bond_lengths(x, pairs)).square().sum(-1)
 
 
 class CGVAEBackmapper:
@@ -343,8 +345,7 @@ class CGVAEBackmapper:
         for start, beads, chunk in self._chunks(positions):
             mu, logvar = self.model.prior_of(chunk)
             for k in range(n_samples):
-                eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
-                x = self._decode(beads, chunk, mu + torch.exp(0.5 * logvar) * eps)
+                x = self._decode(beads, chunk, draw(mu, logvar, generator))
                 for j, frame in enumerate(x):
                     out[start + j].append(
                         aa_atoms(frame, self.mapping, cg_frame=start + j, sample=k)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ase_mlmd.backmap.metrics import adjacency, clash_mask
+from ase_mlmd.backmap.metrics import valid_and_clashing
 from ase_mlmd.errors import BackmapError, IncompatibleTrajectoriesError
 from ase_mlmd.fileio import atomic_write_text
 
@@ -137,14 +137,6 @@ def _phi_psi(positions: np.ndarray, phi_q: np.ndarray, psi_q: np.ndarray):
     )
 
 
-def _valid_clash_free(positions: np.ndarray, numbers, bonds) -> tuple[np.ndarray, np.ndarray]:
-    topo = np.zeros((len(numbers), len(numbers)), bool)
-    topo[bonds[:, 0], bonds[:, 1]] = topo[bonds[:, 1], bonds[:, 0]] = True
-    valid = np.array([np.array_equal(adjacency(x, numbers), topo) for x in positions])
-    clash = clash_mask(positions, numbers, bonds)[:, 0]
-    return valid, clash
-
-
 def run_loop(
     cg_model: str | os.PathLike,
     backmapper_card: str | os.PathLike,
@@ -216,7 +208,7 @@ def run_loop(
     summary["backmapper_only"] = _compare(
         aa_ref, surfaces["backmapper"], surfaces["reference"], numbers, bonds
     )
-    valid_ref, clash_ref = _valid_clash_free(ref, numbers, bonds)
+    valid_ref, clash_ref = valid_and_clashing(ref, numbers, bonds)
     summary.update(
         reference_valid_clash_free=float((valid_ref & ~clash_ref).mean()),
         n_reference=len(ref),
@@ -269,7 +261,7 @@ def _compare(aa, surface, reference, numbers, bonds) -> dict:
 
     (fes, pmf), (fes_ref, pmf_ref) = surface, reference
     comparison = compare_fes(fes, fes_ref)
-    valid, clash = _valid_clash_free(aa, numbers, bonds)
+    valid, clash = valid_and_clashing(aa, numbers, bonds)
     return {
         "fes_mae_kT": comparison.mae_kT,
         "fes_bins_compared": comparison.n_compared,

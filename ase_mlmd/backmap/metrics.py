@@ -75,6 +75,8 @@ __all__ = [
     "backmap_metrics",
     "bond_separation",
     "clash_mask",
+    "clash_pairs",
+    "valid_and_clashing",
     "graph_edit",
     "internal_errors",
     "openmm_energies",
@@ -168,6 +170,31 @@ def bond_separation(n_atoms: int, bonds: np.ndarray) -> np.ndarray:
     return csgraph.shortest_path(graph, directed=False, unweighted=True)
 
 
+def clash_pairs(
+    numbers: np.ndarray,
+    bonds: np.ndarray,
+    factor: float = CLASH_FACTOR,
+    min_separation: int = CLASH_MIN_SEPARATION,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs the clash rule looks at: atoms ``i < j`` more than ``min_separation`` bonds
+    apart (topology ``bonds``) and their thresholds ``factor`` × (r_vdW,i + r_vdW,j), Å
+    (``ase.data.vdw_radii``); (P,), (P,), (P,).
+
+    Raises:
+        InvalidStructureError: an element without a van der Waals radius in ASE.
+    """
+    numbers = np.asarray(numbers, dtype=int)
+    radii = vdw_radii[numbers]
+    if np.isnan(radii).any():
+        raise InvalidStructureError(
+            f"ASE has no van der Waals radius for element(s) "
+            f"{sorted(set(numbers[np.isnan(radii)].tolist()))}; clashes cannot be judged"
+        )
+    far = bond_separation(len(numbers), bonds) > min_separation
+    i, j = np.nonzero(np.triu(far, 1))
+    return i, j, factor * (radii[i] + radii[j])
+
+
 def clash_mask(
     generated: np.ndarray,
     numbers: np.ndarray,
@@ -181,18 +208,23 @@ def clash_mask(
     gen = np.asarray(generated, dtype=np.float64)
     if gen.ndim == 3:
         gen = gen[:, None]
-    numbers = np.asarray(numbers, dtype=int)
-    far = bond_separation(len(numbers), bonds) > min_separation
-    i, j = np.nonzero(np.triu(far, 1))
-    radii = vdw_radii[numbers]
-    if np.isnan(radii).any():
-        raise InvalidStructureError(
-            f"ASE has no van der Waals radius for element(s) "
-            f"{sorted(set(numbers[np.isnan(radii)].tolist()))}; clashes cannot be judged"
-        )
-    limit = factor * (radii[i] + radii[j])
+    i, j, limit = clash_pairs(numbers, bonds, factor, min_separation)
     d = np.linalg.norm(gen[..., i, :] - gen[..., j, :], axis=-1)
     return (d < limit).any(-1)
+
+
+def valid_and_clashing(
+    positions: np.ndarray, numbers: np.ndarray, bonds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per structure of positions (F, N, 3) Å: whether its bond graph (:func:`adjacency`)
+    equals the topology's ``bonds`` exactly, and whether it clashes (:func:`clash_mask`);
+    two (F,) bool arrays."""
+    n = len(numbers)
+    bonds = np.asarray(bonds, dtype=int).reshape(-1, 2)
+    topology = np.zeros((n, n), bool)
+    topology[bonds[:, 0], bonds[:, 1]] = topology[bonds[:, 1], bonds[:, 0]] = True
+    valid = np.array([np.array_equal(adjacency(x, numbers), topology) for x in positions])
+    return valid, clash_mask(positions, numbers, bonds)[:, 0]
 
 
 def subset_bonds(bonds: np.ndarray, atoms: np.ndarray, n_atoms: int) -> np.ndarray:

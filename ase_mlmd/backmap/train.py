@@ -127,8 +127,9 @@ class BackmapTrainResult:
 def _fingerprint(config: BackmapTrainConfig, pairs: BackmapPairs, split: dict) -> dict[str, str]:
     settings = {k: v for k, v in config.as_dict().items() if k not in RESUMABLE}
     hyper = settings["hyper"]
-    new = {"delta": 0.0, "clash_factor": CGVAEHyper.clash_factor, "sample_terms": False,
-           "gamma_angle": 0.0}  # fmt: skip
+    defaults = CGVAEHyper()
+    new = {k: getattr(defaults, k) for k in ("delta", "clash_factor", "sample_terms",
+                                             "gamma_angle")}  # fmt: skip
     if all(hyper.get(k) == v for k, v in new.items()):
         for key in new:  # checkpoints from before these settings resume
             del hyper[key]
