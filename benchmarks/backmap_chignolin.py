@@ -17,12 +17,14 @@ Stages (``--stages``, comma-separated, in this order):
   ``WORK/map_ca.json``, ``WORK/map_res3.json``, and the CG test frames ``WORK/cg_test_*.extxyz``.
 * ``linear``: the least-squares linear backmapper per mapping, fitted on the training block.
 * ``pulchra``: PULCHRA (default options) on the Cα test frames (heavy atoms only).
-* ``cgvae``: ``ase-mlmd backmap train`` per mapping (``--max-time``), then ``backmap run``
-  with ``--samples`` per test frame (skipped when the card is missing and the training is
-  not asked for).
-* ``eval``: :mod:`ase_mlmd.backmap.report` per mapping → ``OUT/<mapping>/report.md``,
-  ``metrics.json`` and PNGs; energies under amber14 + GBn2 (unconstrained) for the all-atom
-  backmappers on the first 100 test frames.
+* ``cgvae``: ``ase-mlmd backmap train`` per mapping (``--max-time``; the optional loss terms
+  ``--gamma-angle``, ``--delta``, ``--clash-factor``, ``--sample-terms`` are passed on) into
+  ``WORK/<variant>_<mapping>`` (``--variant``, default ``cgvae``), then ``backmap run`` with
+  ``--samples`` per test frame (the training is skipped when the card exists, unless
+  ``--train``).
+* ``eval``: :mod:`ase_mlmd.backmap.report` per mapping (every CGVAE variant generated) →
+  ``OUT/<mapping>/report.md``, ``metrics.json`` and PNGs; energies under amber14 + GBn2
+  (unconstrained) for the all-atom backmappers on the first 100 test frames.
 """
 
 from __future__ import annotations
@@ -173,14 +175,26 @@ def stage_pulchra(args) -> None:
     log(f"pulchra: {len(cg)} frames in {time.time() - tick:.0f} s")
 
 
+def loss_flags(args) -> list[str]:
+    """The optional CGVAE loss terms asked for, as ``backmap train`` flags."""
+    flags = []
+    for flag in ("gamma_angle", "delta", "clash_factor"):
+        value = getattr(args, flag)
+        if value is not None:
+            flags += ["--" + flag.replace("_", "-"), str(value)]
+    return flags + (["--sample-terms"] if args.sample_terms else [])
+
+
 def stage_cgvae(args) -> None:
     for name in args.mappings.split(","):
-        folder = args.work / f"cgvae_{name}"
+        folder = args.work / f"{args.variant}_{name}"
         if args.train or not (folder / "card.toml").is_file():
             cli("backmap", "train", "--data", str(args.work / "frames.extxyz"), "--mapping",
                 str(args.work / f"map_{name}.json"), "--split", "time:0.8,0.1,0.1",
-                "--max-time", args.max_time, "--no-progress", "-o", str(folder))  # fmt: skip
-        cg, gen = args.work / f"cg_test_{name}.extxyz", args.work / f"gen_cgvae_{name}.extxyz"
+                "--max-time", args.max_time, "--no-progress", *loss_flags(args),
+                "-o", str(folder))  # fmt: skip
+        cg = args.work / f"cg_test_{name}.extxyz"
+        gen = args.work / f"gen_{args.variant}_{name}.extxyz"
         cli("backmap", "run", str(folder / "card.toml"), str(cg), "--samples", str(args.samples),
             "-o", str(gen))  # fmt: skip
 
@@ -198,7 +212,9 @@ def stage_eval(args) -> None:
     data = json.loads((args.out / "data.json").read_text())
     for name in MAPPINGS:
         results, paired = {}, {}
-        for model in ("cgvae", "linear", "pulchra"):
+        variants = sorted(p.name[4 : -len(f"_{name}.extxyz")]
+                          for p in args.work.glob(f"gen_cgvae*_{name}.extxyz"))  # fmt: skip
+        for model in (*variants, "linear", "pulchra"):
             path = args.work / f"gen_{model}_{name}.extxyz"
             if not path.is_file():
                 continue
@@ -230,7 +246,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5, help="CGVAE samples per test frame")
     parser.add_argument("--mappings", default=",".join(MAPPINGS), help="cgvae: ca, res3 or both")
     parser.add_argument("--train", action="store_true", help="retrain CGVAE even if a card exists")
+    parser.add_argument("--variant", default="cgvae",
+                        help="cgvae: name of the trained model (cgvae or cgvae-<tag>)")  # fmt: skip
+    parser.add_argument("--gamma-angle", type=float, default=None, help="cgvae: 1-3 MSE weight")
+    parser.add_argument("--delta", type=float, default=None, help="cgvae: steric penalty weight")
+    parser.add_argument("--clash-factor", type=float, default=None, help="cgvae: its onset")
+    parser.add_argument("--sample-terms", action="store_true", help="cgvae: terms on a prior draw")
     args = parser.parse_args()
+    if not args.variant.startswith("cgvae"):
+        parser.error(f"--variant must start with 'cgvae' (got {args.variant!r})")
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")

@@ -56,7 +56,9 @@ SPLIT_FILE = "split.json"
 LOG_COLUMNS = ("epoch", "wall_time_s", "lr", "train_loss", "val_loss", "val_mse_A2", "val_kl",
                "val_bond_A2", "val_angle_A2", "val_clash_A2")  # fmt: skip
 #: settings that may change between a run and its resumption
-RESUMABLE = ("max_epochs", "max_time", "early_stop_patience", "checkpoint_every_batches")
+RESUMABLE = (
+    "max_epochs", "max_time", "early_stop_patience", "checkpoint_every_batches", "grad_clip",
+)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -72,6 +74,8 @@ class BackmapTrainConfig:
         ema_decay, seed: as in :class:`ase_mlmd.train.config.TrainConfig`.
         max_time: seconds (or "10m") for the whole run, all resumptions together, or None.
         checkpoint_every_batches: checkpoint also within an epoch.
+        grad_clip: the gradient norm is clipped to this before each Adam step (None: not
+            clipped); a rare wild prior draw under ``sample_terms`` otherwise can wreck a run.
     """
 
     hyper: CGVAEHyper = dataclasses.field(default_factory=CGVAEHyper)
@@ -89,6 +93,7 @@ class BackmapTrainConfig:
     ema_decay: float = 0.99
     seed: int = 0
     checkpoint_every_batches: int = 50
+    grad_clip: float | None = 10.0
 
     def __post_init__(self) -> None:
         self.max_time = parse_duration(self.max_time)
@@ -100,6 +105,8 @@ class BackmapTrainConfig:
         )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -303,6 +310,8 @@ class _Loop:
             loss, _ = run.model.loss(cg[idx], aa[idx])  # noise: the global RNG (checkpointed)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), self.config.grad_clip)
             run.optimizer.step()
             run.ema.update(run.model)
             run.loss_sum += float(loss.detach())
