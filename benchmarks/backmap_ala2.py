@@ -28,6 +28,7 @@ Usage (1 thread, the machine is shared)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -139,19 +140,22 @@ def run_one(scheme: str, n: int, frames, args) -> dict:
     models = Path(args.models) / f"{scheme}_{n}"
     models.mkdir(parents=True, exist_ok=True)
     mapping.to_json(models / "map.json")
-    hyper = CGVAEHyper(features=args.features, beta=args.beta, gamma=args.gamma,
-                       delta=args.delta, clash_factor=args.clash_factor,
-                       sample_terms=args.sample_terms, gamma_angle=args.gamma_angle)  # fmt: skip
+    hyper = CGVAEHyper(features=args.features, latent=args.latent, beta=args.beta,
+                       gamma=args.gamma, decoder_layers=args.decoder_layers, delta=args.delta,
+                       clash_factor=args.clash_factor, sample_terms=args.sample_terms,
+                       gamma_angle=args.gamma_angle)  # fmt: skip
     config = BackmapTrainConfig(hyper=hyper, centre="geometry", max_time=args.max_time or None,
                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                max_epochs=args.max_epochs,
+                                max_epochs=args.max_epochs, lr_patience=args.lr_patience,
                                 early_stop_patience=args.early_stop_patience)  # fmt: skip
     result = train_backmapper(frames, mapping, models, config,
                               progress=False, command="benchmarks/backmap_ala2.py")  # fmt: skip
     row = {
         "scheme": scheme, "n_beads": n, "seed": args.seed, "max_time_s": args.max_time,
-        "max_epochs": args.max_epochs, "delta": args.delta, "clash_factor": args.clash_factor,
-        "sample_terms": args.sample_terms, "gamma_angle": args.gamma_angle, **info,
+        "max_epochs": args.max_epochs, "lr_patience": args.lr_patience, "delta": args.delta,
+        "clash_factor": args.clash_factor, "sample_terms": args.sample_terms,
+        "gamma_angle": args.gamma_angle,
+        "hyper": dataclasses.asdict(hyper), **info,
         "train": {"epochs": result.epochs, "best_epoch": result.best_epoch,
                   "wall_time_s": result.wall_time_s, "stop_reason": result.stop_reason},
         **score(result.backmapper, mapping, frames, split, args.samples),
@@ -274,6 +278,7 @@ def main() -> None:
                         help="CGVAE training, s (0: no time limit)")  # fmt: skip
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--early-stop-patience", type=int, default=15)
+    parser.add_argument("--lr-patience", type=int, default=4, help="epochs before the LR halves")
     parser.add_argument("--delta", type=float, default=0.0, help="steric penalty weight")
     parser.add_argument("--clash-factor", type=float, default=0.8, help="its onset")
     parser.add_argument("--sample-terms", action="store_true",
@@ -281,6 +286,8 @@ def main() -> None:
     parser.add_argument("--autograin-time", type=float, default=60.0)
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--latent", type=int, default=8, help="latent numbers per bead")
+    parser.add_argument("--decoder-layers", type=int, default=3)
     parser.add_argument("--beta", type=float, default=0.01)
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--gamma-angle", type=float, default=0.0, help="1-3 distance MSE weight")

@@ -85,6 +85,12 @@ def add_subcommands(sub) -> None:
     add("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     add("--lr", type=float, default=d.lr, help=f"default {d.lr}")
     add("--early-stop-patience", type=int, default=d.early_stop_patience)
+    add(
+        "--lr-patience",
+        type=int,
+        default=d.lr_patience,
+        help=f"epochs without a better validation loss before the LR halves ({d.lr_patience})",
+    )
     add("--features", type=int, default=h.features, help=f"channels (default {h.features})")
     add("--latent", type=int, default=h.latent, help=f"latent size per bead ({h.latent})")
     add("--beta", type=float, default=h.beta, help=f"KL weight (default {h.beta})")
@@ -177,6 +183,7 @@ def run_train(args) -> None:
             max_epochs=args.max_epochs,
             max_time=args.max_time,
             early_stop_patience=args.early_stop_patience,
+            lr_patience=args.lr_patience,
             seed=args.seed,
         )
     except ValueError as err:

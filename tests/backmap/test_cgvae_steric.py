@@ -5,6 +5,7 @@ it removes clashes that training without it leaves; the 1-3 distance term (``gam
 and ``sample_terms`` (the terms also on a prior draw) against direct computation; cards
 written without these settings still load; the CLI records them."""
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -186,5 +187,11 @@ def test_cli_train_records_the_steric_settings(tmp_path, frames, mapping):
     assert hyper.gamma_angle == 0.5
     log = (tmp_path / "m" / "train_log.csv").read_text().splitlines()
     assert log[0].endswith("val_clash_A2") and float(log[1].split(",")[-1]) >= 0
+    # --lr-patience reaches the run's configuration (the schedule the shared loop builds)
+    main([*base, "--lr-patience", "0", "-o", str(tmp_path / "p")])
+    card = tomllib.loads((tmp_path / "p" / "card.toml").read_text())
+    assert card["provenance"]["config"]["lr_patience"] == 0
+    with pytest.raises(SystemExit):
+        main([*base, "--lr-patience", "-1", "-o", str(tmp_path / "bad_lr")])
     with pytest.raises(SystemExit):
         main([*base, "--delta", "-1", "-o", str(tmp_path / "bad")])
