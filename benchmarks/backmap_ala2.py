@@ -234,8 +234,26 @@ def report(out: Path) -> None:
     counts = ", ".join(f"{g} {sum(m[g] for m in met)}/{len(met)}" for g in ("rmsd", "ged", "clash"))
     lines += ["", f"Goals met: {counts}; all three in {sum(all(m.values()) for m in met)}/"
               f"{len(met)}.", ""]  # fmt: skip
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(_settings(r), []).append(f"{r['scheme']} {r['n_beads']}")
+    lines += [f"Settings of {', '.join(names)}: {text}." for text, names in groups.items()]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plot(rows, out / "backmap_ala2.png")
+
+
+def _settings(row: dict) -> str:
+    """One row's CGVAE settings (rows written before they were recorded: the defaults of then,
+    which were the flags' defaults, with the loss-term flags the row recorded)."""
+    hyper = row.get("hyper", {})
+    get = lambda key, default: hyper.get(key, row.get(key, default))  # noqa: E731
+    return (
+        f"seed {row.get('seed', 0)}, features "
+        f"{get('features', 32)}, latent {get('latent', 8)}, β {get('beta', 0.01)}, decoder layers "
+        f"{get('decoder_layers', 3)}, LR patience {row.get('lr_patience', 4)}, γ_angle "
+        f"{get('gamma_angle', 0.0)}, δ {get('delta', 0.0)}, clash factor "
+        f"{get('clash_factor', 0.8)}, sample terms {get('sample_terms', False)}"
+    )
 
 
 def _plot(rows, path: Path) -> None:
