@@ -243,16 +243,18 @@ def report(out: Path) -> None:
 
 
 def _settings(row: dict) -> str:
-    """One row's CGVAE settings (rows written before they were recorded: the defaults of then,
-    which were the flags' defaults, with the loss-term flags the row recorded)."""
-    hyper = row.get("hyper", {})
-    get = lambda key, default: hyper.get(key, row.get(key, default))  # noqa: E731
+    """One row's CGVAE settings: those it recorded (``hyper``; the loss-term flags at top level
+    in rows written before ``hyper`` was), the package defaults for the rest."""
+    from ase_mlmd.backmap.cgvae import CGVAEHyper
+    from ase_mlmd.backmap.train import BackmapTrainConfig
+
+    h = dataclasses.asdict(CGVAEHyper())
+    h.update({k: row[k] for k in h if k in row}, **row.get("hyper", {}))
     return (
-        f"seed {row.get('seed', 0)}, features "
-        f"{get('features', 32)}, latent {get('latent', 8)}, β {get('beta', 0.01)}, decoder layers "
-        f"{get('decoder_layers', 3)}, LR patience {row.get('lr_patience', 4)}, γ_angle "
-        f"{get('gamma_angle', 0.0)}, δ {get('delta', 0.0)}, clash factor "
-        f"{get('clash_factor', 0.8)}, sample terms {get('sample_terms', False)}"
+        f"seed {row.get('seed', 0)}, features {h['features']}, latent {h['latent']}, "
+        f"β {h['beta']}, decoder layers {h['decoder_layers']}, LR patience "
+        f"{row.get('lr_patience', BackmapTrainConfig.lr_patience)}, γ_angle {h['gamma_angle']}, "
+        f"δ {h['delta']}, clash factor {h['clash_factor']}, sample terms {h['sample_terms']}"
     )
 
 

@@ -46,7 +46,7 @@ from ase_mlmd.train.checkpoint import (
     load_train_checkpoint,
     save_train_checkpoint,
 )
-from ase_mlmd.train.config import parse_duration, require_positive
+from ase_mlmd.train.config import parse_duration, require_non_negative, require_positive
 from ase_mlmd.train.loop import TrainingState
 
 CARD_FILE = "card.toml"
@@ -105,8 +105,7 @@ class BackmapTrainConfig:
         )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr_patience < 0:
-            raise ValueError(f"lr_patience must be >= 0, got {self.lr_patience}")
+        require_non_negative(self, ("lr_patience",))
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
 

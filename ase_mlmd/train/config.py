@@ -109,6 +109,15 @@ def require_positive(config: Any, keys: tuple[str, ...]) -> None:
             raise ValueError(f"{key} must be > 0, got {value}")
 
 
+def require_non_negative(config: Any, keys: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first of ``config``'s settings ``keys`` that is < 0 (the
+    learning-rate schedule's lr_patience, min_lr)."""
+    for key in keys:
+        value = getattr(config, key)
+        if value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (plain data; the CLI fills it from flags).
@@ -195,10 +204,7 @@ class TrainConfig:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr_patience < 0:
-            raise ValueError(f"lr_patience must be >= 0, got {self.lr_patience}")
-        if self.min_lr < 0:
-            raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
+        require_non_negative(self, ("lr_patience", "min_lr"))
         if self.name is not None and (not self.name or Path(self.name).name != self.name):
             raise ValueError(f"name must be a plain file stem (no folders), got {self.name!r}")
 
